@@ -1,0 +1,350 @@
+//! One accepted WebSocket, as handlers see it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::ws::{self, CloseFrame};
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{Notify, mpsc};
+
+use crate::{Error, Message, Request};
+
+/// Close codes the runtime uses, named.
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer fell too far behind: its outbound queue exceeded
+    /// [`Limits::max_outbound_buffer`](crate::Limits::max_outbound_buffer).
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// An inbound frame exceeded [`Limits::max_message_size`](crate::Limits::max_message_size).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// `connection_tags` or `on_connect` failed; the reason is the error's message.
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
+
+/// The longest close reason the WebSocket protocol allows, in bytes.
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// What `on_connect` and `connection_tags` get beside the connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    pub(crate) request: Request,
+}
+
+impl ConnectionContext {
+    /// The upgrade request, as forwarded by `on_before_connect` (headers it added are
+    /// here).
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+}
+
+/// Why a message could not be queued on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closed or closing.
+    Closed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed => f.write_str("the connection is closed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+pub(crate) enum Outbound {
+    Frame(ws::Message),
+    Close(CloseFrame),
+}
+
+/// A WebSocket connected to a room.
+///
+/// Cheap to clone: clones are handles to the same socket. Sending never blocks: the
+/// message joins the connection's outbound queue, which its own task writes to the
+/// socket. A peer that falls behind by more than
+/// [`Limits::max_outbound_buffer`](crate::Limits::max_outbound_buffer) bytes is closed
+/// with [`close_code::POLICY_VIOLATION`] rather than let the queue grow without bound.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    uri: String,
+    tags: OnceLock<Box<[String]>>,
+    state: Mutex<Option<Bytes>>,
+    outbound: mpsc::UnboundedSender<Outbound>,
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    closing: AtomicBool,
+    /// Wakes the socket's task to drop the socket now (its peer is too slow).
+    abort: Notify,
+}
+
+pub(crate) struct Outlet {
+    pub(crate) frames: mpsc::UnboundedReceiver<Outbound>,
+}
+
+impl Connection {
+    pub(crate) fn new(id: String, uri: String, max_queued_bytes: usize) -> (Self, Outlet) {
+        let (outbound, frames) = mpsc::unbounded_channel();
+        let connection = Self {
+            inner: Arc::new(Inner {
+                id,
+                uri,
+                tags: OnceLock::new(),
+                state: Mutex::new(None),
+                outbound,
+                queued_bytes: AtomicUsize::new(0),
+                max_queued_bytes,
+                closing: AtomicBool::new(false),
+                abort: Notify::new(),
+            }),
+        };
+        (connection, Outlet { frames })
+    }
+
+    /// The connection id: the client's `_pk` query parameter, or a generated UUID v4.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The full URL of the upgrade request, query included.
+    pub fn uri(&self) -> &str {
+        &self.inner.uri
+    }
+
+    /// The connection's tags: its id first, then those `connection_tags` returned.
+    pub fn tags(&self) -> &[String] {
+        self.inner.tags.get().map_or(&[], |tags| tags)
+    }
+
+    /// Whether this connection carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags().iter().any(|own| own == tag)
+    }
+
+    /// The state last stored with [`set_state`](Self::set_state), or `None`.
+    ///
+    /// Fails when the stored state does not deserialize as `T`.
+    pub fn state<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        let stored = self.lock_state().clone();
+        stored
+            .map(|json| serde_json::from_slice(&json))
+            .transpose()
+            .map_err(Error::new)
+    }
+
+    /// Replaces the connection's state (serialized as JSON). It lives as long as the
+    /// socket.
+    pub fn set_state<T: Serialize + ?Sized>(&self, state: &T) -> Result<(), Error> {
+        let json = serde_json::to_vec(state)?;
+        *self.lock_state() = Some(json.into());
+        Ok(())
+    }
+
+    /// Forgets the connection's state.
+    pub fn clear_state(&self) {
+        *self.lock_state() = None;
+    }
+
+    /// Queues a text or binary message for this connection.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_frame(message.into().into_frame())
+    }
+
+    /// Closes the connection with `code` and `reason` (cut to 123 bytes at a character
+    /// boundary). Messages queued before are sent first. Closing twice does nothing.
+    ///
+    /// Codes that may not be sent on the wire (1004–1006, 1015, below 1000, 1016–2999,
+    /// above 4999) are refused with an error.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        if !is_sendable_close_code(code) {
+            return Err(Error::msg(format!(
+                "close code {code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999"
+            )));
+        }
+        self.close_unchecked(code, reason);
+        Ok(())
+    }
+
+    pub(crate) fn close_unchecked(&self, code: u16, reason: &str) {
+        if self.inner.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let frame = CloseFrame {
+            code,
+            reason: truncate_reason(reason).into(),
+        };
+        // The socket task may be gone already; then there is nothing left to close.
+        let _ = self.inner.outbound.send(Outbound::Close(frame));
+    }
+
+    pub(crate) fn send_frame(&self, frame: ws::Message) -> Result<(), SendError> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let size = frame_len(&frame);
+        let queued = self.inner.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
+        if queued > self.inner.max_queued_bytes {
+            tracing::warn!(
+                connection = %self.inner.id,
+                queued,
+                "peer is too slow: closing it with 1008"
+            );
+            self.close_unchecked(close_code::POLICY_VIOLATION, "outbound queue limit exceeded");
+            self.inner.abort.notify_one();
+            return Err(SendError::Closed);
+        }
+        self.inner
+            .outbound
+            .send(Outbound::Frame(frame))
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Called by the socket task for every frame it takes off the queue.
+    pub(crate) fn dequeued(&self, frame: &ws::Message) {
+        self.inner
+            .queued_bytes
+            .fetch_sub(frame_len(frame), Ordering::AcqRel);
+    }
+
+    pub(crate) async fn aborted(&self) {
+        self.inner.abort.notified().await;
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn set_tags(&self, tags: Box<[String]>) {
+        // Tags are set once, before the connection joins the room.
+        let _ = self.inner.tags.set(tags);
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, Option<Bytes>> {
+        // The state is a plain value: a panic elsewhere cannot leave it half-written.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `self` and `other` are the same socket (not merely the same id).
+    pub fn same_socket(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("uri", &self.inner.uri)
+            .field("tags", &self.tags())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a queued frame counts against the outbound limit: its payload plus a fixed
+/// overhead, so that a flood of empty frames is bounded too.
+fn frame_len(frame: &ws::Message) -> usize {
+    const OVERHEAD: usize = 32;
+    OVERHEAD
+        + match frame {
+            ws::Message::Text(text) => text.len(),
+            ws::Message::Binary(bytes) => bytes.len(),
+            _ => 0,
+        }
+}
+
+fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Cuts a close reason to the protocol's 123 bytes without splitting a character.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Checks and normalises the tags `connection_tags` returned: the id first, user
+/// duplicates of the id dropped, at most 9 user tags of 1 to 256 characters.
+pub(crate) fn validate_tags(id: &str, user_tags: Vec<String>) -> Result<Box<[String]>, Error> {
+    const MAX_USER_TAGS: usize = 9;
+    const MAX_TAG_CHARS: usize = 256;
+    let mut tags = Vec::with_capacity(user_tags.len() + 1);
+    tags.push(id.to_owned());
+    for tag in user_tags {
+        if tag.is_empty() {
+            return Err(Error::msg("connection tags must not be empty"));
+        }
+        let chars = tag.chars().count();
+        if chars > MAX_TAG_CHARS {
+            return Err(Error::msg(format!(
+                "connection tag is {chars} characters long; the limit is {MAX_TAG_CHARS}"
+            )));
+        }
+        if tag != id && !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    if tags.len() - 1 > MAX_USER_TAGS {
+        return Err(Error::msg(format!(
+            "a connection can have at most {MAX_USER_TAGS} tags besides its id; got {}",
+            tags.len() - 1
+        )));
+    }
+    Ok(tags.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_at_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let cut = truncate_reason(&reason);
+        assert_eq!(cut.len(), 122);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(truncate_reason("short"), "short");
+    }
+
+    #[test]
+    fn tags_are_validated() {
+        let tags = validate_tags("id", vec!["a".into(), "id".into(), "a".into()]).unwrap();
+        assert_eq!(&*tags, ["id", "a"]);
+        assert!(validate_tags("id", vec![String::new()]).is_err());
+        assert!(validate_tags("id", vec!["x".repeat(257)]).is_err());
+        assert!(validate_tags("id", vec!["é".repeat(256)]).is_ok());
+        let nine: Vec<String> = (0..9).map(|i| i.to_string()).collect();
+        assert!(validate_tags("id", nine.clone()).is_ok());
+        let ten: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        assert!(validate_tags("id", ten).is_err());
+    }
+
+    #[test]
+    fn only_wire_close_codes_are_accepted() {
+        let (conn, _outlet) = Connection::new("c".into(), "http://x/".into(), 1024);
+        assert!(conn.close(1005, "").is_err());
+        assert!(conn.close(2000, "").is_err());
+        assert!(conn.close(4000, "bye").is_ok());
+        assert_eq!(conn.send("after close"), Err(SendError::Closed));
+    }
+}

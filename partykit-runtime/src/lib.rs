@@ -1,0 +1,126 @@
+//! PartyKit's real-time room model for Rust, self-hosted.
+//!
+//! A *party* is a type whose handlers run for every *room* at
+//! `/parties/<party>/<room>`: a single-owner actor with WebSocket connections, HTTP,
+//! broadcast and tags. Write a struct and an impl block of handlers, put
+//! [`#[party]`](macro@party) on both, and hand the type to a [`Server`]:
+//!
+//! ```no_run
+//! use partykit_runtime::{party, Connection, ConnectionContext, Message, Room, Server};
+//!
+//! #[party]
+//! struct Chat {
+//!     room: Room,
+//! }
+//!
+//! #[party]
+//! impl Chat {
+//!     fn new(room: Room) -> Self {
+//!         Chat { room }
+//!     }
+//!
+//!     async fn on_connect(&mut self, conn: &Connection, _ctx: &ConnectionContext) {
+//!         let _ = conn.send(format!("welcome to {}", self.room.id()));
+//!     }
+//!
+//!     async fn on_message(&mut self, message: Message, sender: &Connection) {
+//!         self.room.broadcast(message, &[sender.id()]);
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), partykit_runtime::ServerError> {
+//!     // ws://127.0.0.1:1999/parties/main/<room>
+//!     Server::new().party::<Chat>().run().await
+//! }
+//! ```
+//!
+//! # How a room runs
+//!
+//! - A room is created on its first event: `new(room)` builds your value, then
+//!   `on_start` runs to completion before any other event. If `on_start` fails, that event
+//!   gets the error and the next event tries again with a fresh value.
+//! - Events (connect, message, close, error, request) run one at a time with `&mut self`,
+//!   in arrival order. A slow handler delays the room's next event, never interleaves
+//!   with it.
+//! - `on_message` of a connection never runs before its `on_connect` returned: inbound
+//!   frames wait until then.
+//! - A room with no connections is dropped after
+//!   [`Limits::room_idle_timeout`] and rebuilt on its next event.
+//! - A panicking handler does not take the server down: the event fails (HTTP 500, or
+//!   close 1011 for a connect) and the value is rebuilt on the next event.
+//!
+//! # Handlers
+//!
+//! | handler | when | on error |
+//! |---|---|---|
+//! | `new(room) -> Self` | the room's first event | — |
+//! | `on_start(&mut self)` | after `new` | the triggering event fails; retried |
+//! | `connection_tags(&mut self, conn, ctx) -> Vec<String>` | before `on_connect` | close 1011 |
+//! | `on_connect(&mut self, conn, ctx)` | a socket connected | close 1011 with the message |
+//! | `on_message(&mut self, message, sender)` | a message arrived | logged |
+//! | `on_close(&mut self, conn)` | a socket closed | logged |
+//! | `on_error(&mut self, conn, error)` | a socket failed (then `on_close`) | logged |
+//! | `on_request(&mut self, req) -> impl IntoResponse` | HTTP to the room | its status (500) and message |
+//! | `on_alarm(&mut self)` | the room's alarm | logged |
+//!
+//! Static hooks (no `self`): `on_before_connect`, `on_before_request` (run before the
+//! room; an error answers 401), `on_fetch`, `on_socket`, `on_cron` (main party only, for
+//! paths outside `/parties/…`). See [`Party`] for signatures.
+//!
+//! Handlers may be `async` or not, take `&mut self` or `&self`, and leave out trailing
+//! parameters they do not use, as in JavaScript. They return nothing or a `Result`.
+//!
+//! # Status and close codes
+//!
+//! | situation | result |
+//! |---|---|
+//! | `/parties/<unknown>/…` | 404 `Party <unknown> not found` |
+//! | any other path nothing answers | 404 `Not found` |
+//! | HTTP to a party without `on_request` | 500 `No onRequest handler` |
+//! | `on_request`/`on_start` error | the error's status (default 500), its message as body |
+//! | `on_before_*` error | 401, its message as body |
+//! | `connection_tags`/`on_connect` error | 101, then close 1011 with the message |
+//! | inbound message over [`Limits::max_message_size`] | close 1009 |
+//! | peer too slow ([`Limits::max_outbound_buffer`]) | close 1008 |
+//! | server shutdown (SIGINT/SIGTERM) | close 1001 |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// Lets this crate's own tests and doctests use `#[party]`, whose code names
+// `::partykit_runtime`.
+#[allow(unused_extern_crates)]
+extern crate self as partykit_runtime;
+
+mod connection;
+mod env;
+mod error;
+mod limits;
+mod lobby;
+mod message;
+mod party;
+mod request;
+mod room;
+mod server;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use axum::Json;
+pub use axum::response::{IntoResponse, Response};
+pub use http::{Method, StatusCode};
+
+pub use connection::{
+    Connection, ConnectionContext, MAX_CLOSE_REASON, SendError, close_code,
+};
+pub use env::Env;
+pub use error::{Error, Result};
+pub use limits::Limits;
+pub use lobby::{Before, Cron, CronLobby, FetchLobby, FetchSocket, Lobby};
+pub use message::{Message, Utf8Bytes};
+pub use party::{Handlers, Party};
+pub use partykit_macros::party;
+pub use request::{Request, RequestBuilder};
+pub use room::Room;
+pub use server::{DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env};

@@ -1,0 +1,240 @@
+//! The task that owns one room's value and runs its events one at a time.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::response::IntoResponse;
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+
+use super::directory::Seed;
+use super::{Event, Room, Rooms};
+use crate::connection::validate_tags;
+use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Response};
+
+/// Runs one handler on the started value. A panic is caught and turned into an error,
+/// and the value is dropped so that the next event rebuilds it. (A macro rather than a
+/// method: the handler's future borrows the value, and the borrow must end before the
+/// value can be dropped.)
+macro_rules! call {
+    ($actor:ident, $party:ident => $handler:expr) => {
+        match $actor.party.as_mut() {
+            None => Err(Error::msg("the room is not started")),
+            Some($party) => match AssertUnwindSafe($handler).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    $actor.party = None;
+                    $actor.started = false;
+                    Err(panicked("a handler", &*panic))
+                }
+            },
+        }
+    };
+}
+
+pub(crate) struct RoomActor<P> {
+    room: Room,
+    /// The user's value; `None` until the first event, and again after a failed
+    /// `on_start` or a panic, so that the next event rebuilds it.
+    party: Option<P>,
+    started: bool,
+    /// Sockets accepted and not yet closed, including any replaced by a reconnect.
+    sockets: usize,
+    mailbox: mpsc::Receiver<Event>,
+    rooms: Arc<Rooms>,
+    generation: u64,
+}
+
+impl<P: Party> RoomActor<P> {
+    pub(crate) fn spawn(seed: Seed) {
+        let actor = Self {
+            room: seed.room,
+            party: None,
+            started: false,
+            sockets: 0,
+            mailbox: seed.mailbox,
+            rooms: seed.rooms,
+            generation: seed.generation,
+        };
+        tokio::spawn(actor.run());
+    }
+
+    async fn run(mut self) {
+        let idle = self.rooms.limits().room_idle_timeout;
+        loop {
+            let event = if self.sockets == 0 {
+                match tokio::time::timeout(idle, self.mailbox.recv()).await {
+                    Ok(Some(event)) => event,
+                    Ok(None) => return,
+                    Err(_elapsed) => {
+                        if self.mailbox.is_empty() {
+                            self.evict();
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                match self.mailbox.recv().await {
+                    Some(event) => event,
+                    None => return,
+                }
+            };
+            self.handle(event).await;
+        }
+    }
+
+    /// Leaves the directory; events that slipped in meanwhile go to the room's successor.
+    fn evict(mut self) {
+        tracing::debug!(party = self.room.name(), room = self.room.id(), "evicting idle room");
+        self.rooms.evict(self.room.id(), self.generation);
+        self.mailbox.close();
+        while let Ok(event) = self.mailbox.try_recv() {
+            let rooms = Arc::clone(&self.rooms);
+            let room_id = self.room.id().to_owned();
+            tokio::spawn(async move { rooms.send(&room_id, event).await });
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Prepare { reply } => {
+                let _ = reply.send(self.ensure_started().await);
+            }
+            Event::Connect {
+                connection,
+                ctx,
+                reply,
+            } => {
+                let result = self.connect(&connection, &ctx).await;
+                if result.is_ok() {
+                    self.sockets += 1;
+                } else {
+                    self.room.registry().remove(&connection);
+                }
+                let _ = reply.send(result);
+            }
+            Event::Message {
+                connection,
+                message,
+            } => {
+                if let Err(error) = self.message(message, &connection).await {
+                    tracing::warn!(
+                        party = self.room.name(),
+                        room = self.room.id(),
+                        connection = connection.id(),
+                        %error,
+                        "on_message failed"
+                    );
+                }
+            }
+            Event::Closed { connection, error } => {
+                self.sockets = self.sockets.saturating_sub(1);
+                self.room.registry().remove(&connection);
+                if let Err(error) = self.closed(&connection, error).await {
+                    tracing::warn!(
+                        party = self.room.name(),
+                        room = self.room.id(),
+                        connection = connection.id(),
+                        %error,
+                        "on_close failed"
+                    );
+                }
+            }
+            Event::Request { request, reply } => {
+                let response = match self.request(request).await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        tracing::debug!(
+                            party = self.room.name(),
+                            room = self.room.id(),
+                            %error,
+                            "request failed"
+                        );
+                        error.into_response()
+                    }
+                };
+                let _ = reply.send(response);
+            }
+        }
+    }
+
+    async fn connect(
+        &mut self,
+        connection: &Connection,
+        ctx: &ConnectionContext,
+    ) -> Result<(), Error> {
+        self.ensure_started().await?;
+        let user_tags = call!(self, party => party.connection_tags(connection, ctx))?;
+        connection.set_tags(validate_tags(connection.id(), user_tags)?);
+        if let Some(replaced) = self.room.registry().insert(connection.clone()) {
+            tracing::debug!(
+                connection = replaced.id(),
+                "a reconnect with the same id replaced a socket"
+            );
+        }
+        call!(self, party => party.on_connect(connection, ctx))
+    }
+
+    async fn message(&mut self, message: Message, sender: &Connection) -> Result<(), Error> {
+        self.ensure_started().await?;
+        call!(self, party => party.on_message(message, sender))
+    }
+
+    async fn closed(&mut self, connection: &Connection, error: Option<Error>) -> Result<(), Error> {
+        self.ensure_started().await?;
+        if let Some(error) = error {
+            call!(self, party => party.on_error(connection, error))?;
+        }
+        call!(self, party => party.on_close(connection))
+    }
+
+    async fn request(&mut self, request: Request) -> Result<Response, Error> {
+        self.ensure_started().await?;
+        call!(self, party => party.on_request(request))
+    }
+
+    /// Builds the user's value and runs `on_start` unless that already succeeded.
+    async fn ensure_started(&mut self) -> Result<(), Error> {
+        if self.started {
+            return Ok(());
+        }
+        let party = match &mut self.party {
+            Some(party) => party,
+            empty @ None => {
+                let room = self.room.clone();
+                match std::panic::catch_unwind(AssertUnwindSafe(|| P::new(room))) {
+                    Ok(party) => empty.insert(party),
+                    Err(panic) => return Err(panicked("new", &*panic)),
+                }
+            }
+        };
+        let outcome = AssertUnwindSafe(party.on_start()).catch_unwind().await;
+        match outcome {
+            Ok(Ok(())) => {
+                self.started = true;
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(party = self.room.name(), room = self.room.id(), %error, "on_start failed; the next event retries it");
+                self.party = None;
+                Err(error)
+            }
+            Err(panic) => {
+                self.party = None;
+                Err(panicked("on_start", &*panic))
+            }
+        }
+    }
+}
+
+fn panicked(what: &str, panic: &(dyn Any + Send)) -> Error {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!("{what} panicked: {detail}; the room's value will be rebuilt");
+    Error::msg(format!("{what} panicked: {detail}"))
+}

@@ -1,0 +1,31 @@
+//! What a room's mailbox carries.
+
+use tokio::sync::oneshot;
+
+use crate::{Connection, ConnectionContext, Error, Message, Request, Response};
+
+pub(crate) enum Event {
+    /// Build and start the room if needed, so a failure can answer the upgrade with HTTP.
+    Prepare {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// A socket was accepted: tag it, register it, run `on_connect`.
+    Connect {
+        connection: Connection,
+        ctx: ConnectionContext,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Message {
+        connection: Connection,
+        message: Message,
+    },
+    /// The socket ended; `error` is set when it failed rather than closed.
+    Closed {
+        connection: Connection,
+        error: Option<Error>,
+    },
+    Request {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+}

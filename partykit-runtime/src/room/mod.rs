@@ -1,0 +1,138 @@
+//! Rooms: the public [`Room`] handle, the connection registry, and the actor that owns a
+//! room's value and runs its events one at a time.
+
+mod actor;
+mod directory;
+mod event;
+mod registry;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+pub(crate) use actor::RoomActor;
+pub(crate) use directory::{Rooms, Seed};
+pub(crate) use event::Event;
+use registry::Registry;
+
+use crate::{Connection, Env, Message};
+
+/// A room: one instance of a party, addressed by `/parties/<party>/<id>`.
+///
+/// `new` receives it; keep it in your struct to broadcast and to look up connections.
+/// Cheap to clone.
+///
+/// ```
+/// use partykit_runtime::{party, Connection, Message, Room};
+///
+/// #[party]
+/// struct Relay {
+///     room: Room,
+/// }
+///
+/// #[party]
+/// impl Relay {
+///     fn new(room: Room) -> Self {
+///         Relay { room }
+///     }
+///
+///     fn on_message(&mut self, message: Message, sender: &Connection) {
+///         // Everyone but the sender; the frame is encoded once for all of them.
+///         self.room.broadcast(message, &[sender.id()]);
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Room {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    party: &'static str,
+    env: Env,
+    registry: Mutex<Registry>,
+}
+
+impl Room {
+    pub(crate) fn new(id: String, party: &'static str, env: Env) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                party,
+                env,
+                registry: Mutex::new(Registry::default()),
+            }),
+        }
+    }
+
+    /// The room id: the raw (still percent-encoded) path segment, e.g. `a%20b`.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The party's name (`main` unless set with `#[party(name = "…")]`).
+    pub fn name(&self) -> &str {
+        self.inner.party
+    }
+
+    /// The project's variables.
+    pub fn env(&self) -> &Env {
+        &self.inner.env
+    }
+
+    /// Sends `message` to every connection of the room except those whose id is in
+    /// `without`. The frame is built once and shared by all recipients.
+    ///
+    /// A recipient that is closing is skipped; one whose queue is over its limit is
+    /// closed with 1008 and skipped.
+    pub fn broadcast(&self, message: impl Into<Message>, without: &[&str]) {
+        let frame = message.into().into_frame();
+        for connection in self.registry().iter() {
+            if !without.contains(&connection.id()) {
+                // A closed or lagging recipient must not stop the others.
+                let _ = connection.send_frame(frame.clone());
+            }
+        }
+    }
+
+    /// The connection with this id, if it is connected to this room.
+    pub fn get_connection(&self, id: &str) -> Option<Connection> {
+        self.registry().get(id).cloned()
+    }
+
+    /// The room's connections in connection order; with a tag, only those carrying it.
+    pub fn get_connections(&self, tag: Option<&str>) -> Vec<Connection> {
+        let registry = self.registry();
+        match tag {
+            None => registry.iter().cloned().collect(),
+            Some(tag) => registry
+                .iter()
+                .filter(|connection| connection.has_tag(tag))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// How many connections the room has.
+    pub fn connection_count(&self) -> usize {
+        self.registry().len()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // The registry's operations cannot leave it half-updated, so a poisoned lock
+        // still guards a consistent map.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Room")
+            .field("party", &self.inner.party)
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,232 @@
+//! The request path of SPEC §1.2: party paths go through the party's static hooks to the
+//! room; everything else goes to the main party's `on_socket`, `on_cron` and `on_fetch`,
+//! then 404.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
+use axum::response::IntoResponse;
+use axum::routing::any;
+use bytes::Bytes;
+use http::{StatusCode, header};
+use tokio::sync::oneshot;
+
+use super::routing::{self, Target};
+use super::{App, PartyEntry, socket};
+use crate::room::Event;
+use crate::{
+    Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
+    Request, Response,
+};
+
+pub(super) fn router(app: Arc<App>) -> axum::Router {
+    // Party paths are routes of their own so the router merges into an app with other
+    // routes; the dispatcher parses the raw path itself either way.
+    axum::Router::new()
+        .route("/parties/{party}/{room}", any(dispatch))
+        .route("/parties/{party}/{room}/{*rest}", any(dispatch))
+        .route("/party/{room}", any(dispatch))
+        .route("/party/{room}/{*rest}", any(dispatch))
+        .fallback(dispatch)
+        .with_state(app)
+}
+
+async fn dispatch(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
+    let path = request.uri().path().to_owned();
+    match routing::parse(&path) {
+        Some(Target { party, room }) => to_party(&app, party, room, request).await,
+        None => outside_parties(&app, request).await,
+    }
+}
+
+async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Request) -> Response {
+    let Some(entry) = app.parties.get(party) else {
+        return (StatusCode::NOT_FOUND, format!("Party {party} not found")).into_response();
+    };
+    let lobby = Lobby {
+        id: room.to_owned(),
+        party: entry.party.name(),
+        env: app.env.clone(),
+    };
+    if is_upgrade(&request) {
+        let (mut parts, _body) = request.into_parts();
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
+        match entry.party.before_connect(request, &lobby).await {
+            Err(error) => unauthorized(&error),
+            Ok(Before::Respond(response)) => response,
+            Ok(Before::Forward(request)) => connect(app, entry, room, request, upgrade).await,
+        }
+    } else {
+        let request = match buffer(request, app.limits.max_request_body).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+        match entry.party.before_request(request, &lobby).await {
+            Err(error) => unauthorized(&error),
+            Ok(Before::Respond(response)) => response,
+            Ok(Before::Forward(_)) if !entry.party.handlers().on_request => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "No onRequest handler").into_response()
+            }
+            Ok(Before::Forward(request)) => {
+                let (reply, response) = oneshot::channel();
+                entry
+                    .rooms
+                    .send(room, Event::Request { request, reply })
+                    .await;
+                response.await.unwrap_or_else(|_| room_gone())
+            }
+        }
+    }
+}
+
+/// Starts the room (so that a failing `on_start` answers with HTTP, as in PartyKit), then
+/// completes the upgrade and hands the socket to its task, which runs `on_connect`.
+async fn connect(
+    app: &App,
+    entry: &PartyEntry,
+    room: &str,
+    request: Request,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let (reply, started) = oneshot::channel();
+    entry.rooms.send(room, Event::Prepare { reply }).await;
+    match started.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return error.into_response(),
+        Err(_) => return room_gone(),
+    }
+    let id = match request.query("_pk") {
+        Some(id) if !id.is_empty() => id.into_owned(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
+    let limits = &app.limits;
+    let (connection, outlet) = Connection::new(id, request.url(), limits.max_outbound_buffer);
+    let session = socket::Session {
+        connection,
+        outlet,
+        ctx: ConnectionContext { request },
+        rooms: Arc::clone(&entry.rooms),
+        room: room.to_owned(),
+        stopping: app.stopping.clone(),
+    };
+    let sockets = app.sockets.clone();
+    socket::configure(upgrade, limits)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        .on_upgrade(move |websocket| sockets.track_future(session.run(websocket)))
+}
+
+async fn outside_parties(app: &App, request: axum::extract::Request) -> Response {
+    let main = app.parties.get("main");
+    let handlers = main.map(|entry| entry.party.handlers()).unwrap_or_default();
+    let lobby = FetchLobby {
+        env: app.env.clone(),
+    };
+    if let Some(main) = main.filter(|_| handlers.on_socket && is_upgrade(&request)) {
+        let (mut parts, _body) = request.into_parts();
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
+        let party = Arc::clone(&main.party);
+        let sockets = app.sockets.clone();
+        return socket::configure(upgrade, &app.limits).on_upgrade(move |socket| {
+            sockets.track_future(async move {
+                let socket = FetchSocket { socket, request };
+                if let Err(error) = party.socket(socket, &lobby).await {
+                    tracing::warn!(%error, "on_socket failed");
+                }
+            })
+        });
+    }
+    let request = match buffer(request, app.limits.max_request_body).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let Some(main) = main else {
+        return not_found();
+    };
+    if handlers.on_cron && request.path() == "/__scheduled__" {
+        let name = request.query("cron").map(|name| name.into_owned()).unwrap_or_default();
+        // Schedules are not configured in this version, so every name runs with
+        // PartyKit's default expression for an unknown name.
+        let expression = "* * * * *".to_owned();
+        let cron = Cron {
+            name: name.clone(),
+            cron: expression.clone(),
+            scheduled_time: SystemTime::now(),
+        };
+        let lobby = CronLobby { env: app.env.clone() };
+        return match main.party.cron(cron, &lobby).await {
+            Ok(()) => (StatusCode::OK, format!("ran cron {name}: {expression}")).into_response(),
+            Err(error) => internal(&error),
+        };
+    }
+    if handlers.on_fetch {
+        match main.party.fetch(request, &lobby).await {
+            Ok(Some(response)) => return response,
+            Ok(None) => {}
+            Err(error) => return internal(&error),
+        }
+    }
+    not_found()
+}
+
+/// A WebSocket upgrade, as PartyKit tells it: the `upgrade` header says `websocket`.
+fn is_upgrade(request: &axum::extract::Request) -> bool {
+    request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+async fn buffer(request: axum::extract::Request, limit: usize) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(body) => Ok(Request::from(http::Request::from_parts(parts, body))),
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Request body is larger than {limit} bytes"),
+                )
+                    .into_response()
+            } else {
+                (StatusCode::BAD_REQUEST, format!("Cannot read the request body: {error}"))
+                    .into_response()
+            })
+        }
+    }
+}
+
+fn unauthorized(error: &Error) -> Response {
+    let mut message = error.to_string();
+    if message.is_empty() {
+        message = "Unauthorised".to_owned();
+    }
+    (StatusCode::UNAUTHORIZED, message).into_response()
+}
+
+fn internal(error: &Error) -> Response {
+    tracing::warn!(%error, "handler failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not found").into_response()
+}
+
+fn room_gone() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The room stopped before answering",
+    )
+        .into_response()
+}
