@@ -124,3 +124,8 @@ pub use partykit_macros::party;
 pub use request::{Request, RequestBuilder};
 pub use room::Room;
 pub use server::{DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env};
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

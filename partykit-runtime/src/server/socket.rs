@@ -156,11 +156,14 @@ impl Session {
             socket.flush().await?;
             Ok::<_, axum::Error>(None)
         };
-        tokio::select! {
-            result = batch => result.map_err(|error| End::Failed(Error::new(error))),
-            () = connection.aborted() => Err(End::Closed),
-            () = stopping.cancelled() => Err(End::Closed),
-        }
+        let interrupted = tokio::select! {
+            result = batch => return result.map_err(|error| End::Failed(Error::new(error))),
+            () = connection.aborted() => (close_code::POLICY_VIOLATION, "outbound queue limit exceeded"),
+            () = stopping.cancelled() => (close_code::GOING_AWAY, "Server shutting down"),
+        };
+        let (code, reason) = interrupted;
+        close(socket, code, reason).await;
+        Err(End::Closed)
     }
 
     async fn read_failed(&self, socket: &mut WebSocket, error: axum::Error) -> End {
