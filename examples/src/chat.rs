@@ -9,6 +9,7 @@ use serde::Serialize;
 
 /// The chat party (`main`).
 #[party]
+#[derive(Debug)]
 pub struct Chat {
     room: Room,
 }

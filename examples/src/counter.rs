@@ -6,12 +6,11 @@
 //! - A socket receives the count when it connects and after every increment; sending it
 //!   `increment` increments too.
 
-use partykit_runtime::{
-    Connection, Error, Message, Method, Request, Room, StatusCode, party,
-};
+use partykit_runtime::{Connection, Error, Message, Method, Request, Room, StatusCode, party};
 
 /// The counter party (`main`).
 #[party]
+#[derive(Debug)]
 pub struct Counter {
     room: Room,
     count: u64,

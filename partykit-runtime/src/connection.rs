@@ -201,7 +201,10 @@ impl Connection {
                 queued,
                 "peer is too slow: closing it with 1008"
             );
-            self.close_unchecked(close_code::POLICY_VIOLATION, "outbound queue limit exceeded");
+            self.close_unchecked(
+                close_code::POLICY_VIOLATION,
+                "outbound queue limit exceeded",
+            );
             self.inner.abort.notify_one();
             return Err(SendError::Closed);
         }

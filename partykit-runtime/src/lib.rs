@@ -111,9 +111,7 @@ pub use axum::Json;
 pub use axum::response::{IntoResponse, Response};
 pub use http::{Method, StatusCode};
 
-pub use connection::{
-    Connection, ConnectionContext, MAX_CLOSE_REASON, SendError, close_code,
-};
+pub use connection::{Connection, ConnectionContext, MAX_CLOSE_REASON, SendError, close_code};
 pub use env::Env;
 pub use error::{Error, Result};
 pub use limits::Limits;

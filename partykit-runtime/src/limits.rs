@@ -16,8 +16,9 @@ use std::time::Duration;
 /// let server = Server::new().limits(limits);
 /// # drop(server);
 /// ```
+/// Build one with struct update syntax, `Limits { field: …, ..Limits::default() }`, so
+/// that limits added later keep their defaults.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct Limits {
     /// The largest inbound WebSocket message, in bytes; a larger one closes the socket
     /// with 1009. Default 1 MiB, as on PartyKit.

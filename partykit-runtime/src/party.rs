@@ -167,7 +167,10 @@ pub trait Party: Sized + Send + 'static {
 
     /// Takes WebSockets opened on paths outside `/parties/…` (main party only). Set
     /// [`Handlers::on_socket`] when you implement it by hand.
-    fn on_socket(socket: FetchSocket, lobby: &FetchLobby) -> impl Future<Output = Result<()>> + Send {
+    fn on_socket(
+        socket: FetchSocket,
+        lobby: &FetchLobby,
+    ) -> impl Future<Output = Result<()>> + Send {
         let _ = (socket, lobby);
         async { Ok(()) }
     }

@@ -137,3 +137,27 @@ pub fn response_result<R: IntoResponse, E: Into<Error>>(
 pub const fn party_name(name: &'static str) -> &'static str {
     name
 }
+
+/// Fails to compile unless `P` implements [`Party`]. `#[party]` on a struct calls it, so a
+/// struct whose impl block lacks `#[party]` gets `Party`'s "is not a party" error instead of
+/// compiling to nothing.
+pub const fn assert_party<P: Party>() {}
+
+/// How `#[party]` builds a party whose impl block has no `fn new`: from [`Default`]. A trait
+/// of its own, rather than a bare `Default` bound, so that a party with neither gets an
+/// error naming both fixes.
+#[diagnostic::on_unimplemented(
+    message = "the party `{Self}` has no constructor",
+    label = "`{Self}` has no `fn new(room: Room) -> Self` and does not implement `Default`",
+    note = "add `fn new(room: Room) -> Self` to the `#[party]` impl block, or `#[derive(Default)]` to the struct"
+)]
+pub trait NewFromDefault: Sized {
+    /// Builds the party's value.
+    fn new_from_default() -> Self;
+}
+
+impl<T: Default> NewFromDefault for T {
+    fn new_from_default() -> Self {
+        T::default()
+    }
+}

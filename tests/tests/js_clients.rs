@@ -47,7 +47,11 @@ async fn run_script(server: Server, script: &str, args: &[&str]) {
     }));
 
     let mut command = tokio::process::Command::new("node");
-    command.arg(script).arg(&host).args(args).current_dir(js_dir());
+    command
+        .arg(script)
+        .arg(&host)
+        .args(args)
+        .current_dir(js_dir());
     let output = command.output().await.expect("cannot run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -1,0 +1,1 @@
+//! trybuild tests of `#[party]`: the cases live in `tests/pass` and `tests/fail`.

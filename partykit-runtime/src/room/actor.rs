@@ -87,7 +87,11 @@ impl<P: Party> RoomActor<P> {
 
     /// Leaves the directory; events that slipped in meanwhile go to the room's successor.
     fn evict(mut self) {
-        tracing::debug!(party = self.room.name(), room = self.room.id(), "evicting idle room");
+        tracing::debug!(
+            party = self.room.name(),
+            room = self.room.id(),
+            "evicting idle room"
+        );
         self.rooms.evict(self.room.id(), self.generation);
         self.mailbox.close();
         while let Ok(event) = self.mailbox.try_recv() {

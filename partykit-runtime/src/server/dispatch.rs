@@ -152,7 +152,10 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         return not_found();
     };
     if handlers.on_cron && request.path() == "/__scheduled__" {
-        let name = request.query("cron").map(|name| name.into_owned()).unwrap_or_default();
+        let name = request
+            .query("cron")
+            .map(|name| name.into_owned())
+            .unwrap_or_default();
         // Schedules are not configured in this version, so every name runs with
         // PartyKit's default expression for an unknown name.
         let expression = "* * * * *".to_owned();
@@ -161,7 +164,9 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
             cron: expression.clone(),
             scheduled_time: SystemTime::now(),
         };
-        let lobby = CronLobby { env: app.env.clone() };
+        let lobby = CronLobby {
+            env: app.env.clone(),
+        };
         return match main.party.cron(cron, &lobby).await {
             Ok(()) => (StatusCode::OK, format!("ran cron {name}: {expression}")).into_response(),
             Err(error) => internal(&error),
@@ -199,7 +204,10 @@ async fn buffer(request: axum::extract::Request, limit: usize) -> Result<Request
                 )
                     .into_response()
             } else {
-                (StatusCode::BAD_REQUEST, format!("Cannot read the request body: {error}"))
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("Cannot read the request body: {error}"),
+                )
                     .into_response()
             })
         }

@@ -95,7 +95,9 @@ impl Server {
     /// Sockets it accepts close with 1001 only when shut down through
     /// [`serve`](Self::serve), [`listen`](Self::listen) or [`run`](Self::run).
     pub fn router(self) -> Result<axum::Router, ServerError> {
-        Ok(self.build(CancellationToken::new(), TaskTracker::new())?.router())
+        Ok(self
+            .build(CancellationToken::new(), TaskTracker::new())?
+            .router())
     }
 
     /// Binds to `PARTYKIT_HOST`:`PARTYKIT_PORT` (default `127.0.0.1:1999`) and serves
@@ -155,7 +157,11 @@ impl Server {
             if !is_valid_party_name(name) {
                 return Err(ServerError::InvalidPartyName(name));
             }
-            let rooms = Arc::new(Rooms::new(Arc::clone(&party), env.clone(), Arc::clone(&limits)));
+            let rooms = Arc::new(Rooms::new(
+                Arc::clone(&party),
+                env.clone(),
+                Arc::clone(&limits),
+            ));
             if parties.insert(name, PartyEntry { party, rooms }).is_some() {
                 return Err(ServerError::DuplicateParty(name));
             }

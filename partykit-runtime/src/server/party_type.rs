@@ -16,9 +16,21 @@ pub(crate) trait PartyType: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn handlers(&self) -> Handlers;
     fn spawn_room(&self, seed: Seed);
-    fn before_connect<'a>(&self, request: Request, lobby: &'a Lobby) -> BoxFuture<'a, Result<Before>>;
-    fn before_request<'a>(&self, request: Request, lobby: &'a Lobby) -> BoxFuture<'a, Result<Before>>;
-    fn fetch<'a>(&self, request: Request, lobby: &'a FetchLobby) -> BoxFuture<'a, Result<Option<Response>>>;
+    fn before_connect<'a>(
+        &self,
+        request: Request,
+        lobby: &'a Lobby,
+    ) -> BoxFuture<'a, Result<Before>>;
+    fn before_request<'a>(
+        &self,
+        request: Request,
+        lobby: &'a Lobby,
+    ) -> BoxFuture<'a, Result<Before>>;
+    fn fetch<'a>(
+        &self,
+        request: Request,
+        lobby: &'a FetchLobby,
+    ) -> BoxFuture<'a, Result<Option<Response>>>;
     fn socket<'a>(&self, socket: FetchSocket, lobby: &'a FetchLobby) -> BoxFuture<'a, Result<()>>;
     fn cron<'a>(&self, cron: Cron, lobby: &'a CronLobby) -> BoxFuture<'a, Result<()>>;
 }
@@ -44,15 +56,27 @@ impl<P: Party> PartyType for Typed<P> {
         RoomActor::<P>::spawn(seed);
     }
 
-    fn before_connect<'a>(&self, request: Request, lobby: &'a Lobby) -> BoxFuture<'a, Result<Before>> {
+    fn before_connect<'a>(
+        &self,
+        request: Request,
+        lobby: &'a Lobby,
+    ) -> BoxFuture<'a, Result<Before>> {
         Box::pin(P::on_before_connect(request, lobby))
     }
 
-    fn before_request<'a>(&self, request: Request, lobby: &'a Lobby) -> BoxFuture<'a, Result<Before>> {
+    fn before_request<'a>(
+        &self,
+        request: Request,
+        lobby: &'a Lobby,
+    ) -> BoxFuture<'a, Result<Before>> {
         Box::pin(P::on_before_request(request, lobby))
     }
 
-    fn fetch<'a>(&self, request: Request, lobby: &'a FetchLobby) -> BoxFuture<'a, Result<Option<Response>>> {
+    fn fetch<'a>(
+        &self,
+        request: Request,
+        lobby: &'a FetchLobby,
+    ) -> BoxFuture<'a, Result<Option<Response>>> {
         Box::pin(P::on_fetch(request, lobby))
     }
 

@@ -1,0 +1,115 @@
+//! Step 1 of the pipeline: the attribute's own arguments, `#[party(name = "…", crate = "…")]`.
+//!
+//! Parsing is lenient: every bad argument is reported into the error collector and the rest
+//! are still read, so one compile shows every mistake.
+
+use proc_macro2::TokenStream;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, Lit, LitStr, Meta, Token};
+
+use crate::validate::Errors;
+
+/// The arguments `#[party(…)]` accepts, with the text listing them in error messages.
+pub(crate) const VALID_ARGS: &str = "`name = \"…\"` and `crate = \"…\"`";
+
+/// The parsed arguments. Each keeps its span so that checks done later (the party name's
+/// format, `name` on an impl block) point at the user's own token.
+#[derive(Default)]
+pub(crate) struct Args {
+    /// `name = "chat"`: the party's name in URLs.
+    pub(crate) name: Option<LitStr>,
+    /// `crate = "path"`: where the runtime is, when the dependency was renamed. Its tokens
+    /// carry the string's span, so "cannot find crate" errors point at it.
+    pub(crate) krate: Option<syn::Path>,
+}
+
+impl Args {
+    /// Parses the tokens inside `#[party(…)]`.
+    pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
+        let mut args = Args::default();
+        if tokens.is_empty() {
+            return args;
+        }
+        let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
+            Ok(metas) => metas,
+            Err(error) => {
+                errors.push(syn::Error::new(
+                    error.span(),
+                    format!("{error}; `#[party]` accepts {VALID_ARGS}"),
+                ));
+                return args;
+            }
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for meta in metas {
+            args.parse_one(&meta, &mut seen, errors);
+        }
+        args
+    }
+
+    /// Reads one argument; `seen` holds the keys read before it, to refuse repeats.
+    fn parse_one(&mut self, meta: &Meta, seen: &mut Vec<String>, errors: &mut Errors) {
+        let path = meta.path();
+        let key = path.get_ident().map(ToString::to_string);
+        match key.as_deref() {
+            Some(key @ ("name" | "crate")) if seen.iter().any(|earlier| earlier == key) => {
+                errors.error(
+                    path,
+                    format!("`{key}` is given twice; keep one (`#[party]` accepts {VALID_ARGS})"),
+                );
+            }
+            Some("name") => {
+                seen.push("name".to_owned());
+                self.name = string_value(meta, "name = \"chat\"", errors);
+            }
+            Some("crate") => {
+                seen.push("crate".to_owned());
+                let value = string_value(meta, "crate = \"partykit_runtime\"", errors);
+                self.krate = value.and_then(|value| match value.parse::<syn::Path>() {
+                    Ok(krate) => Some(krate),
+                    Err(_) => {
+                        errors.error(
+                            &value,
+                            "`crate` must be a path to the runtime crate, such as \
+                             `crate = \"partykit_runtime\"` or `crate = \"::my_party_rename\"`",
+                        );
+                        None
+                    }
+                });
+            }
+            Some(key) => errors.error(
+                path,
+                format!("unknown `#[party]` argument `{key}`; expected {VALID_ARGS}"),
+            ),
+            None => errors.error(
+                path,
+                format!("unknown `#[party]` argument; expected {VALID_ARGS}"),
+            ),
+        }
+    }
+}
+
+/// The string literal of `key = "value"`, or an error showing the expected form.
+fn string_value(meta: &Meta, example: &str, errors: &mut Errors) -> Option<LitStr> {
+    let expected = format!("expected a string: `#[party({example})]`");
+    match meta {
+        Meta::NameValue(name_value) => match &name_value.value {
+            Expr::Lit(syn::ExprLit {
+                lit: Lit::Str(lit), ..
+            }) => Some(lit.clone()),
+            other => {
+                errors.error(other, expected);
+                None
+            }
+        },
+        Meta::Path(path) => {
+            errors.error(path, expected);
+            None
+        }
+        Meta::List(list) => {
+            errors.error(&list.path, expected);
+            None
+        }
+    }
+}

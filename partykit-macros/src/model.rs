@@ -1,0 +1,504 @@
+//! Step 2 of the pipeline: what the user wrote, as the macro sees it.
+//!
+//! This module only classifies syntax; it judges nothing. Everything a later check or the
+//! code generator needs is kept here with the user's tokens, so that every error and every
+//! generated expression can carry the span of the exact token it is about.
+//!
+//! Only class style (handlers with `&mut self` / `&self`) is generated today. Object style
+//! (associated fns taking `room: &Room`) fits the same model: such a room handler is a
+//! [`Method`] whose [`Receiver`] is [`Receiver::None`]; `validate` refuses it for now.
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use syn::{FnArg, GenericParam, Ident, ImplItem, Item, ReturnType, Type};
+
+/// The item `#[party]` was put on.
+pub(crate) enum Target {
+    /// `#[party] struct S { … }`.
+    Struct(PartyStruct),
+    /// `#[party] impl S { … }` (or a trait impl, which `validate` refuses).
+    Impl(PartyImpl),
+    /// Anything else: an enum, a fn, a trait, … `what` names it for the error message,
+    /// `tokens` are what the error points at (its keyword and name).
+    Other {
+        what: &'static str,
+        tokens: TokenStream,
+    },
+}
+
+/// `#[party]` on a struct.
+pub(crate) struct PartyStruct {
+    pub(crate) ident: Ident,
+    pub(crate) generics: syn::Generics,
+}
+
+/// `#[party]` on an impl block.
+pub(crate) struct PartyImpl {
+    pub(crate) self_ty: Box<Type>,
+    pub(crate) generics: syn::Generics,
+    /// `Trait for` in `impl Trait for S`, which is refused.
+    pub(crate) trait_: Option<TokenStream>,
+    /// The constructor, handlers and misspelled handlers, in source order. Helper methods
+    /// (any other name) are not listed: the macro leaves them alone.
+    pub(crate) methods: Vec<Method>,
+}
+
+/// What an associated fn of the impl block is, judged by its name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    /// `fn new(room: Room) -> Self`.
+    Constructor,
+    /// One of the `Party` trait's handlers or static hooks.
+    Handler(HandlerKind),
+    /// Named like a handler (`on_…`, or `onMessage`) but is none: most likely a typo.
+    Unknown,
+}
+
+/// An associated fn that matters to the macro.
+pub(crate) struct Method {
+    pub(crate) role: Role,
+    pub(crate) ident: Ident,
+    pub(crate) asyncness: Option<syn::token::Async>,
+    pub(crate) unsafety: Option<syn::token::Unsafe>,
+    /// Type and const parameters (lifetime parameters are harmless and allowed).
+    pub(crate) type_params: Vec<GenericParam>,
+    pub(crate) receiver: Receiver,
+    /// The receiver as written (`&mut self`), for errors about it; empty without one.
+    pub(crate) receiver_tokens: TokenStream,
+    /// The parameters after the receiver, in order.
+    pub(crate) params: Vec<Param>,
+    pub(crate) output: ReturnType,
+    /// The predicates of its `#[cfg(…)]` attributes: the generated trait method exists
+    /// under the same conditions.
+    pub(crate) cfgs: Vec<TokenStream>,
+}
+
+/// How a method takes `self`.
+pub(crate) enum Receiver {
+    /// No receiver: an associated fn.
+    None,
+    /// `&self` or `self: &Self`.
+    Shared,
+    /// `&mut self` or `self: &mut Self`.
+    Exclusive,
+    /// `self`, `mut self`, `self: Box<Self>`, …
+    Unsupported,
+}
+
+/// A typed parameter after the receiver.
+pub(crate) struct Param {
+    /// The whole parameter (`message: Message`), for errors about the parameter itself.
+    pub(crate) tokens: TokenStream,
+    /// Its type, for spans of the generated argument.
+    pub(crate) ty: Box<Type>,
+}
+
+impl Target {
+    /// Classifies the item under the attribute.
+    pub(crate) fn from_item(item: Item) -> Target {
+        match item {
+            Item::Struct(item) => Target::Struct(PartyStruct {
+                ident: item.ident,
+                generics: item.generics,
+            }),
+            Item::Impl(item) => Target::Impl(PartyImpl::from_impl(item)),
+            Item::Enum(item) => other("an enum", (&item.enum_token, &item.ident)),
+            Item::Union(item) => other("a union", (&item.union_token, &item.ident)),
+            Item::Fn(item) => other("a function", (&item.sig.fn_token, &item.sig.ident)),
+            Item::Trait(item) => other("a trait", (&item.trait_token, &item.ident)),
+            Item::Mod(item) => other("a module", (&item.mod_token, &item.ident)),
+            Item::Type(item) => other("a type alias", (&item.type_token, &item.ident)),
+            other_item => Target::Other {
+                what: "this item",
+                tokens: other_item.into_token_stream(),
+            },
+        }
+    }
+}
+
+/// `#[party]` on an item it does not support; errors point at its keyword and name.
+fn other(what: &'static str, (keyword, name): (&impl ToTokens, &Ident)) -> Target {
+    let mut tokens = keyword.to_token_stream();
+    name.to_tokens(&mut tokens);
+    Target::Other { what, tokens }
+}
+
+impl PartyImpl {
+    fn from_impl(item: syn::ItemImpl) -> PartyImpl {
+        let trait_ = item.trait_.as_ref().map(|(bang, path, for_token)| {
+            let mut tokens = TokenStream::new();
+            bang.to_tokens(&mut tokens);
+            path.to_tokens(&mut tokens);
+            for_token.to_tokens(&mut tokens);
+            tokens
+        });
+        let methods = item
+            .items
+            .into_iter()
+            .filter_map(|item| match item {
+                ImplItem::Fn(item) => Method::from_fn(&item.attrs, item.sig),
+                _ => None,
+            })
+            .collect();
+        PartyImpl {
+            self_ty: item.self_ty,
+            generics: item.generics,
+            trait_,
+            methods,
+        }
+    }
+}
+
+impl Method {
+    /// The method's model, or `None` for a helper the macro does not touch.
+    fn from_fn(attrs: &[syn::Attribute], sig: syn::Signature) -> Option<Method> {
+        let role = Role::of(&sig.ident.to_string())?;
+        let cfgs = attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("cfg"))
+            .filter_map(|attr| match &attr.meta {
+                syn::Meta::List(list) => Some(list.tokens.clone()),
+                // `#[cfg]` without a predicate: rustc reports it on the user's item.
+                _ => None,
+            })
+            .collect();
+        let mut receiver = Receiver::None;
+        let mut receiver_tokens = TokenStream::new();
+        let mut params = Vec::new();
+        for input in sig.inputs {
+            match input {
+                FnArg::Receiver(self_arg) => {
+                    receiver = Receiver::of(&self_arg);
+                    receiver_tokens = self_arg.to_token_stream();
+                }
+                FnArg::Typed(param) => params.push(Param {
+                    tokens: param.to_token_stream(),
+                    ty: param.ty,
+                }),
+            }
+        }
+        let type_params = sig
+            .generics
+            .params
+            .into_iter()
+            .filter(|param| !matches!(param, GenericParam::Lifetime(_)))
+            .collect();
+        Some(Method {
+            role,
+            ident: sig.ident,
+            asyncness: sig.asyncness,
+            unsafety: sig.unsafety,
+            type_params,
+            receiver,
+            receiver_tokens,
+            params,
+            output: sig.output,
+            cfgs,
+        })
+    }
+}
+
+impl Role {
+    /// The role of a fn named `name`; `None` for helpers.
+    fn of(name: &str) -> Option<Role> {
+        if name == "new" {
+            return Some(Role::Constructor);
+        }
+        if let Some(kind) = HandlerKind::from_name(name) {
+            return Some(Role::Handler(kind));
+        }
+        if looks_like_handler(name) {
+            return Some(Role::Unknown);
+        }
+        None
+    }
+}
+
+/// `on_…` names, and `onSomething` as written in JavaScript.
+pub(crate) fn looks_like_handler(name: &str) -> bool {
+    name.starts_with("on_")
+        || name
+            .strip_prefix("on")
+            .and_then(|rest| rest.chars().next())
+            .is_some_and(|first| first.is_ascii_uppercase())
+}
+
+impl Receiver {
+    fn of(self_arg: &syn::Receiver) -> Receiver {
+        // syn gives `&mut self` the type `&mut Self` too, so looking at the type alone
+        // covers both spellings.
+        if let Type::Reference(reference) = &*self_arg.ty
+            && is_self(&reference.elem)
+        {
+            return if reference.mutability.is_some() {
+                Receiver::Exclusive
+            } else {
+                Receiver::Shared
+            };
+        }
+        Receiver::Unsupported
+    }
+}
+
+fn is_self(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.qself.is_none() && path.path.is_ident("Self"))
+}
+
+/// The handlers and static hooks of the runtime's `Party` trait. The tables below mirror
+/// `partykit-runtime/src/party.rs`; a change there must be made here too.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum HandlerKind {
+    OnStart,
+    ConnectionTags,
+    OnConnect,
+    OnMessage,
+    OnClose,
+    OnError,
+    OnRequest,
+    OnAlarm,
+    OnBeforeConnect,
+    OnBeforeRequest,
+    OnFetch,
+    OnSocket,
+    OnCron,
+}
+
+/// A parameter of a trait handler: its name in messages and the runtime type it has,
+/// named as in `__private`.
+pub(crate) struct TraitParam {
+    pub(crate) name: &'static str,
+    pub(crate) ty: &'static str,
+    pub(crate) by_ref: bool,
+}
+
+const fn owned(name: &'static str, ty: &'static str) -> TraitParam {
+    TraitParam {
+        name,
+        ty,
+        by_ref: false,
+    }
+}
+
+const fn borrowed(name: &'static str, ty: &'static str) -> TraitParam {
+    TraitParam {
+        name,
+        ty,
+        by_ref: true,
+    }
+}
+
+/// What a handler returns to the runtime, which decides how the user's return value is
+/// normalised.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum OutputKind {
+    /// `Result<()>`, from `()` or `Result<(), E>`.
+    Unit,
+    /// `Result<Vec<String>>`, from `connection_tags`.
+    Tags,
+    /// `Result<Response>`, from `on_request`.
+    Response,
+    /// `Result<Before>`, from `on_before_connect` / `on_before_request`.
+    Before,
+    /// `Result<Option<Response>>`, from `on_fetch`.
+    Fetch,
+}
+
+impl HandlerKind {
+    /// Every handler, in the order they are listed in error messages.
+    pub(crate) const ALL: [HandlerKind; 13] = [
+        HandlerKind::OnStart,
+        HandlerKind::ConnectionTags,
+        HandlerKind::OnConnect,
+        HandlerKind::OnMessage,
+        HandlerKind::OnClose,
+        HandlerKind::OnError,
+        HandlerKind::OnRequest,
+        HandlerKind::OnAlarm,
+        HandlerKind::OnBeforeConnect,
+        HandlerKind::OnBeforeRequest,
+        HandlerKind::OnFetch,
+        HandlerKind::OnSocket,
+        HandlerKind::OnCron,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            HandlerKind::OnStart => "on_start",
+            HandlerKind::ConnectionTags => "connection_tags",
+            HandlerKind::OnConnect => "on_connect",
+            HandlerKind::OnMessage => "on_message",
+            HandlerKind::OnClose => "on_close",
+            HandlerKind::OnError => "on_error",
+            HandlerKind::OnRequest => "on_request",
+            HandlerKind::OnAlarm => "on_alarm",
+            HandlerKind::OnBeforeConnect => "on_before_connect",
+            HandlerKind::OnBeforeRequest => "on_before_request",
+            HandlerKind::OnFetch => "on_fetch",
+            HandlerKind::OnSocket => "on_socket",
+            HandlerKind::OnCron => "on_cron",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<HandlerKind> {
+        HandlerKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
+
+    /// Static hooks run in front of the rooms and take no `self`.
+    pub(crate) fn is_static(self) -> bool {
+        matches!(
+            self,
+            HandlerKind::OnBeforeConnect
+                | HandlerKind::OnBeforeRequest
+                | HandlerKind::OnFetch
+                | HandlerKind::OnSocket
+                | HandlerKind::OnCron
+        )
+    }
+
+    /// The trait method's parameters after the receiver.
+    pub(crate) fn params(self) -> &'static [TraitParam] {
+        // Named constants, as calls to `const fn`s are not promoted to `'static` in place.
+        const NONE: &[TraitParam] = &[];
+        const CONNECT: &[TraitParam] = &[
+            borrowed("connection", "Connection"),
+            borrowed("ctx", "ConnectionContext"),
+        ];
+        const MESSAGE: &[TraitParam] = &[
+            owned("message", "Message"),
+            borrowed("sender", "Connection"),
+        ];
+        const CLOSE: &[TraitParam] = &[borrowed("connection", "Connection")];
+        const ERROR: &[TraitParam] = &[
+            borrowed("connection", "Connection"),
+            owned("error", "Error"),
+        ];
+        const REQUEST: &[TraitParam] = &[owned("request", "Request")];
+        const BEFORE: &[TraitParam] = &[owned("request", "Request"), borrowed("lobby", "Lobby")];
+        const FETCH: &[TraitParam] =
+            &[owned("request", "Request"), borrowed("lobby", "FetchLobby")];
+        const SOCKET: &[TraitParam] = &[
+            owned("socket", "FetchSocket"),
+            borrowed("lobby", "FetchLobby"),
+        ];
+        const CRON: &[TraitParam] = &[owned("cron", "Cron"), borrowed("lobby", "CronLobby")];
+        match self {
+            HandlerKind::OnStart | HandlerKind::OnAlarm => NONE,
+            HandlerKind::ConnectionTags | HandlerKind::OnConnect => CONNECT,
+            HandlerKind::OnMessage => MESSAGE,
+            HandlerKind::OnClose => CLOSE,
+            HandlerKind::OnError => ERROR,
+            HandlerKind::OnRequest => REQUEST,
+            HandlerKind::OnBeforeConnect | HandlerKind::OnBeforeRequest => BEFORE,
+            HandlerKind::OnFetch => FETCH,
+            HandlerKind::OnSocket => SOCKET,
+            HandlerKind::OnCron => CRON,
+        }
+    }
+
+    pub(crate) fn output(self) -> OutputKind {
+        match self {
+            HandlerKind::ConnectionTags => OutputKind::Tags,
+            HandlerKind::OnRequest => OutputKind::Response,
+            HandlerKind::OnBeforeConnect | HandlerKind::OnBeforeRequest => OutputKind::Before,
+            HandlerKind::OnFetch => OutputKind::Fetch,
+            _ => OutputKind::Unit,
+        }
+    }
+
+    /// The fullest signature the user may write, for error messages.
+    pub(crate) fn signature(self) -> String {
+        let receiver = if self.is_static() {
+            None
+        } else {
+            Some("&mut self".to_owned())
+        };
+        let params = self.params().iter().map(|param| {
+            let by_ref = if param.by_ref { "&" } else { "" };
+            format!("{}: {by_ref}{}", param.name, param.ty)
+        });
+        let inputs: Vec<String> = receiver.into_iter().chain(params).collect();
+        let output = match self.output() {
+            OutputKind::Unit => "",
+            OutputKind::Tags => " -> Vec<String>",
+            OutputKind::Response => " -> impl IntoResponse",
+            OutputKind::Before => " -> Result<Request, Error>",
+            OutputKind::Fetch => " -> Option<Response>",
+        };
+        format!("async fn {}({}){output}", self.name(), inputs.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn methods(item: TokenStream) -> Vec<Method> {
+        match Target::from_item(syn::parse2(item).expect("test input parses")) {
+            Target::Impl(party) => party.methods,
+            _ => panic!("not an impl"),
+        }
+    }
+
+    #[test]
+    fn methods_are_classified_by_name() {
+        let methods = methods(quote::quote! {
+            impl Chat {
+                fn new(room: Room) -> Self { todo!() }
+                async fn on_message(&mut self, message: Message) {}
+                fn on_conect(&mut self) {}
+                fn onClose(&mut self) {}
+                fn helper(&self) {}
+                fn only(&self) {}
+            }
+        });
+        let roles: Vec<Role> = methods.iter().map(|method| method.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::Constructor,
+                Role::Handler(HandlerKind::OnMessage),
+                Role::Unknown,
+                Role::Unknown,
+            ]
+        );
+        assert!(methods[1].asyncness.is_some());
+        assert_eq!(methods[1].params.len(), 1);
+    }
+
+    #[test]
+    fn receivers_are_read_from_either_spelling() {
+        let methods = methods(quote::quote! {
+            impl Chat {
+                fn on_start(&mut self) {}
+                fn on_alarm(self: &Self) {}
+                fn on_close(self) {}
+                fn on_error(self: Box<Self>) {}
+                fn on_fetch() {}
+            }
+        });
+        let receivers: Vec<&str> = methods
+            .iter()
+            .map(|method| match method.receiver {
+                Receiver::Exclusive => "&mut self",
+                Receiver::Shared => "&self",
+                Receiver::Unsupported => "unsupported",
+                Receiver::None => "none",
+            })
+            .collect();
+        assert_eq!(
+            receivers,
+            ["&mut self", "&self", "unsupported", "unsupported", "none"]
+        );
+    }
+
+    #[test]
+    fn handler_table_matches_names() {
+        for kind in HandlerKind::ALL {
+            assert_eq!(HandlerKind::from_name(kind.name()), Some(kind));
+        }
+        assert!(looks_like_handler("on_x") && looks_like_handler("onMessage"));
+        assert!(!looks_like_handler("once") && !looks_like_handler("only"));
+    }
+}
