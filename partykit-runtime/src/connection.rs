@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{Notify, mpsc};
 
+use crate::storage::gate::Gate;
 use crate::{Error, Message, Request};
 
 /// Close codes the runtime uses, named.
@@ -86,6 +87,11 @@ struct Inner {
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     closing: AtomicBool,
+    /// The peer fell too far behind; nothing more is queued.
+    aborted: AtomicBool,
+    /// The room's output gate, once the connection has joined a room: what it sends
+    /// after an unconfirmed write waits for the write to be durable.
+    gate: OnceLock<Arc<Gate>>,
     /// Wakes the socket's task to drop the socket now (its peer is too slow).
     abort: Notify,
 }
@@ -107,6 +113,8 @@ impl Connection {
                 queued_bytes: AtomicUsize::new(0),
                 max_queued_bytes,
                 closing: AtomicBool::new(false),
+                aborted: AtomicBool::new(false),
+                gate: OnceLock::new(),
                 abort: Notify::new(),
             }),
         };
@@ -185,12 +193,37 @@ impl Connection {
             code,
             reason: truncate_reason(reason).into(),
         };
-        // The socket task may be gone already; then there is nothing left to close.
-        let _ = self.inner.outbound.send(Outbound::Close(frame));
+        self.through_gate(Outbound::Close(frame));
     }
 
     pub(crate) fn send_frame(&self, frame: ws::Message) -> Result<(), SendError> {
         if self.inner.closing.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        self.through_gate(Outbound::Frame(frame));
+        Ok(())
+    }
+
+    fn through_gate(&self, outbound: Outbound) {
+        match self.inner.gate.get() {
+            Some(gate) => gate.send(self, outbound),
+            None => {
+                let _ = self.push(outbound);
+            }
+        }
+    }
+
+    /// Queues `outbound` for the socket task, past the gate.
+    pub(crate) fn push(&self, outbound: Outbound) -> Result<(), SendError> {
+        let frame = match outbound {
+            Outbound::Frame(frame) => frame,
+            Outbound::Close(_) => {
+                // The socket task may be gone already; then there is nothing to close.
+                let _ = self.inner.outbound.send(outbound);
+                return Ok(());
+            }
+        };
+        if self.inner.aborted.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         let size = frame_len(&frame);
@@ -201,10 +234,8 @@ impl Connection {
                 queued,
                 "peer is too slow: closing it with 1008"
             );
-            self.close_unchecked(
-                close_code::POLICY_VIOLATION,
-                "outbound queue limit exceeded",
-            );
+            self.inner.closing.store(true, Ordering::Release);
+            self.inner.aborted.store(true, Ordering::Release);
             self.inner.abort.notify_one();
             return Err(SendError::Closed);
         }
@@ -212,6 +243,15 @@ impl Connection {
             .outbound
             .send(Outbound::Frame(frame))
             .map_err(|_| SendError::Closed)
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn join(&self, gate: Arc<Gate>) {
+        // A connection joins exactly one room, once.
+        let _ = self.inner.gate.set(gate);
     }
 
     /// Called by the socket task for every frame it takes off the queue.

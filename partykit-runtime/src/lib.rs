@@ -92,6 +92,7 @@
 #[allow(unused_extern_crates)]
 extern crate self as partykit_runtime;
 
+mod alarms;
 mod connection;
 mod env;
 mod error;
@@ -102,6 +103,7 @@ mod party;
 mod request;
 mod room;
 mod server;
+pub mod storage;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -121,6 +123,7 @@ pub use party::{Handlers, Party};
 pub use partykit_macros::party;
 pub use request::{Request, RequestBuilder};
 pub use room::Room;
+pub use storage::Storage;
 pub use server::{DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

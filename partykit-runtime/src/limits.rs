@@ -28,10 +28,19 @@ pub struct Limits {
     pub max_outbound_buffer: usize,
     /// The largest HTTP request body, in bytes; larger answers 413. Default 16 MiB.
     pub max_request_body: usize,
+    /// The largest storage value, in bytes; a larger `put` fails. Default 128 KiB, as on
+    /// PartyKit.
+    pub max_value_size: usize,
     /// How long a room with no connections and no events stays in memory. Default 30 s.
     pub room_idle_timeout: Duration,
     /// How many events may wait in one room's mailbox before senders wait. Default 1024.
     pub room_mailbox: usize,
+    /// The delay before the first retry of a failed `on_alarm`; each further retry waits
+    /// twice as long. Default 2 s, as on Durable Objects.
+    pub alarm_retry_base: Duration,
+    /// How many times a failed `on_alarm` is retried before the alarm is dropped.
+    /// Default 6.
+    pub alarm_max_retries: u32,
     /// How long shutdown waits for sockets to flush their close frames. Default 5 s.
     pub shutdown_grace: Duration,
 }
@@ -42,8 +51,11 @@ impl Default for Limits {
             max_message_size: 1024 * 1024,
             max_outbound_buffer: 16 * 1024 * 1024,
             max_request_body: 16 * 1024 * 1024,
+            max_value_size: 128 * 1024,
             room_idle_timeout: Duration::from_secs(30),
             room_mailbox: 1024,
+            alarm_retry_base: Duration::from_secs(2),
+            alarm_max_retries: 6,
             shutdown_grace: Duration::from_secs(5),
         }
     }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use axum::response::IntoResponse;
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::directory::Seed;
 use super::{Event, Room, Rooms};
+use crate::alarms::now_millis;
 use crate::connection::validate_tags;
 use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Response};
 
@@ -41,6 +42,8 @@ pub(crate) struct RoomActor<P> {
     started: bool,
     /// Sockets accepted and not yet closed, including any replaced by a reconnect.
     sockets: usize,
+    /// The alarm retry pending: its time and how many retries it is.
+    alarm_retry: Option<(i64, u32)>,
     mailbox: mpsc::Receiver<Event>,
     rooms: Arc<Rooms>,
     generation: u64,
@@ -53,6 +56,7 @@ impl<P: Party> RoomActor<P> {
             party: None,
             started: false,
             sockets: 0,
+            alarm_retry: None,
             mailbox: seed.mailbox,
             rooms: seed.rooms,
             generation: seed.generation,
@@ -68,7 +72,9 @@ impl<P: Party> RoomActor<P> {
                     Ok(Some(event)) => event,
                     Ok(None) => return,
                     Err(_elapsed) => {
-                        if self.mailbox.is_empty() {
+                        // Evicting with commits in flight would let the successor
+                        // load state older than what this room acknowledged.
+                        if self.mailbox.is_empty() && self.room.storage().is_settled() {
                             self.evict();
                             return;
                         }
@@ -102,6 +108,27 @@ impl<P: Party> RoomActor<P> {
     }
 
     async fn handle(&mut self, event: Event) {
+        if self.room.storage().failed() {
+            tracing::warn!(
+                party = self.room.name(),
+                room = self.room.id(),
+                "resetting the room after a failed storage commit"
+            );
+            self.party = None;
+            self.started = false;
+            self.room.storage().reset();
+        }
+        let reply = self.dispatch(event).await;
+        // What the event wrote goes to the committer; output that followed a write,
+        // including the HTTP response, waits at the gate until it is durable.
+        self.room.storage().submit();
+        if let Some((reply, response)) = reply {
+            self.room.storage().gate().reply(reply, response);
+        }
+    }
+
+    /// Runs one event; an HTTP request's answer is returned, to pass the gate.
+    async fn dispatch(&mut self, event: Event) -> Option<(oneshot::Sender<Response>, Response)> {
         match event {
             Event::Prepare { reply } => {
                 let _ = reply.send(self.ensure_started().await);
@@ -159,9 +186,11 @@ impl<P: Party> RoomActor<P> {
                         error.into_response()
                     }
                 };
-                let _ = reply.send(response);
+                return Some((reply, response));
             }
+            Event::Alarm { time } => self.alarm(time).await,
         }
+        None
     }
 
     async fn connect(
@@ -169,6 +198,7 @@ impl<P: Party> RoomActor<P> {
         connection: &Connection,
         ctx: &ConnectionContext,
     ) -> Result<(), Error> {
+        connection.join(Arc::clone(self.room.storage().gate()));
         self.ensure_started().await?;
         let user_tags = call!(self, party => party.connection_tags(connection, ctx))?;
         connection.set_tags(validate_tags(connection.id(), user_tags)?);
@@ -197,6 +227,60 @@ impl<P: Party> RoomActor<P> {
     async fn request(&mut self, request: Request) -> Result<Response, Error> {
         self.ensure_started().await?;
         call!(self, party => party.on_request(request))
+    }
+
+    /// Runs `on_alarm` for the alarm due at `time`, unless it was changed or deleted
+    /// since; retries a failure with exponential backoff.
+    async fn alarm(&mut self, time: i64) {
+        let storage = self.room.storage().clone();
+        match storage.alarm_millis().await {
+            Ok(Some(current)) if current == time => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::error!(party = self.room.name(), room = self.room.id(), %error, "cannot read the alarm");
+                return;
+            }
+        }
+        let attempt = match self.alarm_retry {
+            Some((retry_time, attempt)) if retry_time == time => attempt,
+            _ => 0,
+        };
+        let outcome = match storage.hide_alarm().await {
+            Ok(()) => self.run_alarm().await,
+            Err(error) => Err(error),
+        };
+        // A new alarm set by the handler replaces the one that ran.
+        let replaced = matches!(storage.alarm_millis().await, Ok(Some(_)));
+        let limits = self.rooms.limits();
+        let next = match outcome {
+            Ok(()) => {
+                self.alarm_retry = None;
+                None
+            }
+            Err(error) if attempt < limits.alarm_max_retries => {
+                let delay = limits.alarm_retry_base.saturating_mul(1 << attempt.min(20));
+                let retry_time = now_millis()
+                    .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                tracing::warn!(party = self.room.name(), room = self.room.id(), %error, attempt = attempt + 1, ?delay, "on_alarm failed; retrying");
+                self.alarm_retry = Some((retry_time, attempt + 1));
+                Some(retry_time)
+            }
+            Err(error) => {
+                tracing::error!(party = self.room.name(), room = self.room.id(), %error, "on_alarm failed after every retry; dropping the alarm");
+                self.alarm_retry = None;
+                None
+            }
+        };
+        if !replaced {
+            if let Err(error) = storage.write_alarm(next).await {
+                tracing::error!(party = self.room.name(), room = self.room.id(), %error, "cannot write the alarm");
+            }
+        }
+    }
+
+    async fn run_alarm(&mut self) -> Result<(), Error> {
+        self.ensure_started().await?;
+        call!(self, party => party.on_alarm())
     }
 
     /// Builds the user's value and runs `on_start` unless that already succeeded.

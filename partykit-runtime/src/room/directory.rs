@@ -6,13 +6,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 
 use super::{Event, Room};
+use crate::alarms::AlarmClock;
 use crate::server::PartyType;
+use crate::storage::{Backend, Mutation, RoomKey, Storage};
 use crate::{Env, Limits};
+
+/// What every room of every party shares.
+pub(crate) struct Services {
+    pub(crate) env: Env,
+    pub(crate) limits: Limits,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) alarms: AlarmClock,
+}
 
 pub(crate) struct Rooms {
     party: Arc<dyn PartyType>,
-    env: Env,
-    limits: Arc<Limits>,
+    services: Arc<Services>,
     live: Mutex<Live>,
 }
 
@@ -31,17 +40,16 @@ pub(crate) struct Seed {
 }
 
 impl Rooms {
-    pub(crate) fn new(party: Arc<dyn PartyType>, env: Env, limits: Arc<Limits>) -> Self {
+    pub(crate) fn new(party: Arc<dyn PartyType>, services: Arc<Services>) -> Self {
         Self {
             party,
-            env,
-            limits,
+            services,
             live: Mutex::new(Live::default()),
         }
     }
 
     pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
+        &self.services.limits
     }
 
     /// Delivers `event` to the room, starting it if it is not live. An event that races
@@ -66,10 +74,15 @@ impl Rooms {
         }
         let generation = live.next_generation;
         live.next_generation += 1;
-        let (sender, mailbox) = mpsc::channel(self.limits.room_mailbox);
+        let (sender, mailbox) = mpsc::channel(self.services.limits.room_mailbox);
         live.rooms
             .insert(room_id.to_owned(), (generation, sender.clone()));
-        let room = Room::new(room_id.to_owned(), self.party.name(), self.env.clone());
+        let room = Room::new(
+            room_id.to_owned(),
+            self.party.name(),
+            self.services.env.clone(),
+            self.storage(room_id),
+        );
         self.party.spawn_room(Seed {
             room,
             mailbox,
@@ -77,6 +90,25 @@ impl Rooms {
             generation,
         });
         (generation, sender)
+    }
+
+    fn storage(&self, room_id: &str) -> Storage {
+        let alarms = self.services.alarms.clone();
+        let on_durable = move |room: &RoomKey, mutations: &[Mutation]| {
+            let alarm = mutations.iter().rev().find_map(|mutation| match mutation {
+                Mutation::SetAlarm(time) => Some(*time),
+                _ => None,
+            });
+            if let Some(time) = alarm {
+                alarms.set(room.clone(), time);
+            }
+        };
+        Storage::new(
+            RoomKey::new(self.party.name(), room_id),
+            Arc::clone(&self.services.backend),
+            self.services.limits.max_value_size,
+            Arc::new(on_durable),
+        )
     }
 
     /// Forgets the room if `generation` is still the live one.

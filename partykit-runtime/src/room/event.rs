@@ -28,4 +28,6 @@ pub(crate) enum Event {
         request: Request,
         reply: oneshot::Sender<Response>,
     },
+    /// The room's alarm set for `time` (ms since the Unix epoch) is due.
+    Alarm { time: i64 },
 }

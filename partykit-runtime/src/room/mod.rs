@@ -10,10 +10,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub(crate) use actor::RoomActor;
-pub(crate) use directory::{Rooms, Seed};
+pub(crate) use directory::{Rooms, Seed, Services};
 pub(crate) use event::Event;
 use registry::Registry;
 
+use crate::storage::Storage;
 use crate::{Connection, Env, Message};
 
 /// A room: one instance of a party, addressed by `/parties/<party>/<id>`.
@@ -50,16 +51,18 @@ struct Inner {
     id: String,
     party: &'static str,
     env: Env,
+    storage: Storage,
     registry: Mutex<Registry>,
 }
 
 impl Room {
-    pub(crate) fn new(id: String, party: &'static str, env: Env) -> Self {
+    pub(crate) fn new(id: String, party: &'static str, env: Env, storage: Storage) -> Self {
         Self {
             inner: Arc::new(Inner {
                 id,
                 party,
                 env,
+                storage,
                 registry: Mutex::new(Registry::default()),
             }),
         }
@@ -80,6 +83,11 @@ impl Room {
         &self.inner.env
     }
 
+    /// The room's durable key-value storage; see [`storage`](crate::storage).
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
     /// Sends `message` to every connection of the room except those whose id is in
     /// `without`. The frame is built once and shared by all recipients.
     ///
@@ -87,12 +95,11 @@ impl Room {
     /// closed with 1008 and skipped.
     pub fn broadcast(&self, message: impl Into<Message>, without: &[&str]) {
         let frame = message.into().into_frame();
-        for connection in self.registry().iter() {
-            if !without.contains(&connection.id()) {
-                // A closed or lagging recipient must not stop the others.
-                let _ = connection.send_frame(frame.clone());
-            }
-        }
+        let registry = self.registry();
+        let recipients = registry
+            .iter()
+            .filter(|connection| !connection.is_closing() && !without.contains(&connection.id()));
+        self.inner.storage.gate().broadcast(recipients, &frame);
     }
 
     /// The connection with this id, if it is connected to this room.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -19,7 +20,9 @@ use tokio_util::task::TaskTracker;
 pub(crate) use party_type::PartyType;
 use party_type::Typed;
 
-use crate::room::Rooms;
+use crate::alarms::AlarmClock;
+use crate::room::{Rooms, Services};
+use crate::storage::{Backend, BackendError, MemoryBackend, SqliteBackend};
 use crate::{Env, Limits, Party};
 
 /// The environment variable that overrides the host [`Server::run`] binds to.
@@ -54,6 +57,13 @@ pub struct Server {
     parties: Vec<Arc<dyn PartyType>>,
     vars: Vec<(String, Value)>,
     limits: Limits,
+    storage: StorageChoice,
+}
+
+enum StorageChoice {
+    /// SQLite at this path.
+    File(PathBuf),
+    Backend(Arc<dyn Backend>),
 }
 
 impl Server {
@@ -63,6 +73,7 @@ impl Server {
             parties: Vec::new(),
             vars: Vec::new(),
             limits: Limits::default(),
+            storage: StorageChoice::File(PathBuf::from(crate::storage::DEFAULT_PATH)),
         }
     }
 
@@ -85,6 +96,28 @@ impl Server {
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Keeps rooms' storage in an SQLite database at `path` (created if missing) instead
+    /// of the default `.partykit/state.sqlite3`.
+    #[must_use]
+    pub fn persist(mut self, path: impl Into<PathBuf>) -> Self {
+        self.storage = StorageChoice::File(path.into());
+        self
+    }
+
+    /// Keeps rooms' storage in memory only: it is gone when the process ends
+    /// (`persist: false` in PartyKit). For tests and throwaway servers.
+    #[must_use]
+    pub fn in_memory(self) -> Self {
+        self.storage(MemoryBackend::new())
+    }
+
+    /// Keeps rooms' storage in `backend`.
+    #[must_use]
+    pub fn storage(mut self, backend: impl Backend) -> Self {
+        self.storage = StorageChoice::Backend(Arc::new(backend));
         self
     }
 
@@ -149,23 +182,50 @@ impl Server {
     }
 
     fn build(self, stopping: CancellationToken, sockets: TaskTracker) -> Result<App, ServerError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
         let env: Env = self.vars.into_iter().collect();
-        let limits = Arc::new(self.limits);
+        let limits = Arc::new(self.limits.clone());
+        let backend: Arc<dyn Backend> = match self.storage {
+            StorageChoice::File(path) => {
+                Arc::new(SqliteBackend::open(&path).map_err(ServerError::Storage)?)
+            }
+            StorageChoice::Backend(backend) => backend,
+        };
+        let (alarms, clock) = AlarmClock::new();
+        let services = Arc::new(Services {
+            env: env.clone(),
+            limits: self.limits,
+            backend: Arc::clone(&backend),
+            alarms: alarms.clone(),
+        });
         let mut parties = HashMap::new();
         for party in self.parties {
             let name = party.name();
             if !is_valid_party_name(name) {
                 return Err(ServerError::InvalidPartyName(name));
             }
-            let rooms = Arc::new(Rooms::new(
-                Arc::clone(&party),
-                env.clone(),
-                Arc::clone(&limits),
-            ));
+            let rooms = Arc::new(Rooms::new(Arc::clone(&party), Arc::clone(&services)));
             if parties.insert(name, PartyEntry { party, rooms }).is_some() {
                 return Err(ServerError::DuplicateParty(name));
             }
         }
+        let directories = parties
+            .iter()
+            .map(|(name, entry)| (*name, Arc::clone(&entry.rooms)))
+            .collect();
+        runtime.spawn(clock.run(directories));
+        // Alarms stored before a restart: those due meanwhile fire at once.
+        runtime.spawn(async move {
+            match backend.alarms().await {
+                Ok(stored) => {
+                    for (room, time) in stored {
+                        alarms.set(room, Some(time));
+                    }
+                }
+                Err(error) => tracing::error!(%error, "cannot load stored alarms"),
+            }
+        });
         for (name, entry) in &parties {
             let handlers = entry.party.handlers();
             if *name != "main" && (handlers.on_fetch || handlers.on_socket || handlers.on_cron) {
@@ -215,6 +275,10 @@ pub enum ServerError {
     Bind(std::io::Error),
     /// Serving failed.
     Serve(std::io::Error),
+    /// The storage backend could not be opened.
+    Storage(BackendError),
+    /// The server was built outside a Tokio runtime.
+    NoRuntime,
 }
 
 impl fmt::Display for ServerError {
@@ -231,6 +295,10 @@ impl fmt::Display for ServerError {
             Self::InvalidAddress(message) => f.write_str(message),
             Self::Bind(error) => write!(f, "cannot bind the server's address: {error}"),
             Self::Serve(error) => write!(f, "the server failed: {error}"),
+            Self::Storage(error) => write!(f, "cannot open storage: {error}"),
+            Self::NoRuntime => f.write_str(
+                "the server must be built inside a Tokio runtime (e.g. in `#[tokio::main]`)",
+            ),
         }
     }
 }
@@ -239,6 +307,7 @@ impl std::error::Error for ServerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Bind(error) | Self::Serve(error) => Some(error),
+            Self::Storage(error) => Some(error),
             _ => None,
         }
     }

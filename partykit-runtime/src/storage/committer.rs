@@ -1,0 +1,87 @@
+//! One room's commit pipeline: the room hands over what each event wrote and goes on;
+//! this task commits it (merging whatever piled up meanwhile into one commit), then
+//! releases the output that waited for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::response::IntoResponse;
+use http::StatusCode;
+use tokio::sync::{mpsc, watch};
+
+use super::backend::{Backend, Mutation, RoomCommit, RoomKey};
+use super::gate::Gate;
+
+/// What one or more events wrote, numbered by the gate.
+pub(crate) struct Batch {
+    pub(crate) seq: u64,
+    pub(crate) epoch: u64,
+    pub(crate) mutations: Vec<Mutation>,
+}
+
+/// What the committer shares with the room's storage.
+pub(crate) struct Shared {
+    pub(crate) gate: Arc<Gate>,
+    /// Bumped when the room resets after a failed commit; older batches are dropped.
+    pub(crate) epoch: AtomicU64,
+    /// A commit failed and the room has not reset yet.
+    pub(crate) failed: AtomicBool,
+    /// The number of the last commit that finished (durably or not).
+    pub(crate) finished: watch::Sender<u64>,
+}
+
+pub(crate) fn spawn(
+    room: RoomKey,
+    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
+    on_durable: impl Fn(&RoomKey, &[Mutation]) + Send + 'static,
+) -> mpsc::UnboundedSender<Batch> {
+    let (sender, mut batches) = mpsc::unbounded_channel::<Batch>();
+    tokio::spawn(async move {
+        while let Some(first) = batches.recv().await {
+            let mut seq = first.seq;
+            let mut epoch = first.epoch;
+            let mut mutations = first.mutations;
+            // Group commit within the room: everything queued meanwhile goes in too.
+            while let Ok(next) = batches.try_recv() {
+                if next.epoch != epoch {
+                    // Never merge across a reset: keep only the newer writes.
+                    mutations.clear();
+                    epoch = next.epoch;
+                }
+                seq = next.seq;
+                mutations.extend(next.mutations);
+            }
+            let current = shared.epoch.load(Ordering::Acquire);
+            if epoch != current || shared.failed.load(Ordering::Acquire) {
+                // Written on top of a failed commit: the room resets and drops them.
+                shared.finished.send_replace(seq);
+                continue;
+            }
+            let commit = RoomCommit {
+                room: room.clone(),
+                mutations,
+            };
+            match backend.commit(commit.clone()).await {
+                Ok(()) => {
+                    shared.gate.committed(seq);
+                    on_durable(&room, &commit.mutations);
+                }
+                Err(error) => {
+                    tracing::error!(
+                        room = %room,
+                        %error,
+                        "storage commit failed: dropping the output that waited for it and resetting the room"
+                    );
+                    shared.failed.store(true, Ordering::Release);
+                    let message = format!("{error}");
+                    shared.gate.failed(|| {
+                        (StatusCode::INTERNAL_SERVER_ERROR, message.clone()).into_response()
+                    });
+                }
+            }
+            shared.finished.send_replace(seq);
+        }
+    });
+    sender
+}
