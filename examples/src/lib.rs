@@ -4,10 +4,14 @@
 //! | example | run | shows |
 //! |---|---|---|
 //! | [`chat`] | `cargo run -p partykit-examples --bin chat` | broadcast to everyone else; JSON over HTTP |
-//! | [`counter`] | `cargo run -p partykit-examples --bin counter` | room state shared by HTTP and WebSocket clients |
+//! | [`counter`] | `cargo run -p partykit-examples --bin counter` | durable state shared by HTTP and WebSocket clients |
+//! | [`legacy`] | `cargo run -p partykit-examples --bin legacy` | object-style (legacy) handlers and their deprecation warnings |
+//! | [`reminders`] | `cargo run -p partykit-examples --bin reminders` | alarms: several timers on a room's one alarm |
 
 pub mod chat;
 pub mod counter;
+pub mod legacy;
+pub mod reminders;
 
 /// Logs to stderr; `RUST_LOG` filters (default: `info`).
 pub fn init_tracing() {

@@ -134,6 +134,22 @@ pub trait Backend: Send + Sync + 'static {
     fn alarms(&self) -> BoxFuture<'_, Result<Vec<(RoomKey, i64)>, BackendError>>;
 }
 
+/// A shared backend is a backend: keep an `Arc` to inspect or steer it (e.g. a test's
+/// [`MemoryBackend`](super::MemoryBackend) commit hook) while the server uses it.
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn load(&self, room: &RoomKey) -> BoxFuture<'_, Result<RoomSnapshot, BackendError>> {
+        (**self).load(room)
+    }
+
+    fn commit(&self, commit: RoomCommit) -> BoxFuture<'_, Result<(), BackendError>> {
+        (**self).commit(commit)
+    }
+
+    fn alarms(&self) -> BoxFuture<'_, Result<Vec<(RoomKey, i64)>, BackendError>> {
+        (**self).alarms()
+    }
+}
+
 /// Checks of the [`Backend`] contract, shared by every backend's unit tests.
 #[cfg(test)]
 pub(crate) mod conformance {
@@ -175,7 +191,12 @@ pub(crate) mod conformance {
         let room = RoomKey::new("main", "round-trips");
         assert_eq!(load_sorted(backend, &room).await, RoomSnapshot::default());
 
-        commit(backend, &room, vec![put("a", "1"), put("b", "2"), put("c", "3")]).await;
+        commit(
+            backend,
+            &room,
+            vec![put("a", "1"), put("b", "2"), put("c", "3")],
+        )
+        .await;
         commit(
             backend,
             &room,
@@ -200,7 +221,10 @@ pub(crate) mod conformance {
         commit(
             backend,
             &room,
-            vec![put("empty", ""), Mutation::Put("bin".into(), binary.clone())],
+            vec![
+                put("empty", ""),
+                Mutation::Put("bin".into(), binary.clone()),
+            ],
         )
         .await;
         let snapshot = load_sorted(backend, &room).await;
@@ -226,9 +250,7 @@ pub(crate) mod conformance {
 
     /// One commit's mutations apply in their order, and rooms (also of other parties with
     /// the same room id) do not see each other's keys.
-    pub(crate) async fn commit_applies_in_order_and_rooms_are_separate(
-        backend: Arc<dyn Backend>,
-    ) {
+    pub(crate) async fn commit_applies_in_order_and_rooms_are_separate(backend: Arc<dyn Backend>) {
         let backend = &*backend;
         let room = RoomKey::new("main", "r");
         let same_id_other_party = RoomKey::new("other", "r");
@@ -370,7 +392,10 @@ pub(crate) mod conformance {
         }
         writer.await.expect("writer task");
         let last = load_sorted(&*backend, &room).await;
-        assert_eq!(last.entries, entries(&[("a", "299"), ("b", "299"), ("c", "299")]));
+        assert_eq!(
+            last.entries,
+            entries(&[("a", "299"), ("b", "299"), ("c", "299")])
+        );
     }
 
     /// 100 rooms commit 100 times each, concurrently; then every room holds all of its
@@ -433,7 +458,12 @@ pub(crate) mod conformance {
         let b = RoomKey::new("other", "b");
         let c = RoomKey::new("main", "c");
         commit(backend, &a, vec![Mutation::SetAlarm(Some(10))]).await;
-        commit(backend, &b, vec![Mutation::SetAlarm(Some(20)), put("k", "v")]).await;
+        commit(
+            backend,
+            &b,
+            vec![Mutation::SetAlarm(Some(20)), put("k", "v")],
+        )
+        .await;
         commit(backend, &c, vec![Mutation::SetAlarm(Some(30))]).await;
         commit(backend, &c, vec![Mutation::SetAlarm(None)]).await;
         commit(backend, &RoomKey::new("main", "d"), vec![put("k", "v")]).await;

@@ -71,7 +71,7 @@ pub use backend::{
     Backend, BackendError, BoxFuture, Durability, Mutation, RoomCommit, RoomKey, RoomSnapshot,
 };
 pub use list::ListOptions;
-pub use memory::MemoryBackend;
+pub use memory::{CommitHook, MemoryBackend};
 pub use sqlite::{DEFAULT_PATH, SqliteBackend};
 pub use transaction::Transaction;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{ListOptions, Mutation, apply, check_key, decode, encode};
+use super::{ListOptions, Mutation, check_key, decode, encode};
 use crate::Error;
 
 /// The storage as seen inside [`Storage::transaction`](super::Storage::transaction).
@@ -154,6 +154,7 @@ impl<'s> Transaction<'s> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::apply;
     use super::*;
 
     #[test]
