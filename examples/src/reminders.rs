@@ -42,8 +42,11 @@ impl Reminders {
     async fn on_request(&mut self, request: Request) -> Result<Json<serde_json::Value>, Error> {
         match *request.method() {
             Method::GET => {
-                let pending: Vec<(String, Reminder)> =
-                    self.room.storage().list(ListOptions::new().prefix(PREFIX)).await?;
+                let pending: Vec<(String, Reminder)> = self
+                    .room
+                    .storage()
+                    .list(ListOptions::new().prefix(PREFIX))
+                    .await?;
                 let pending: Vec<Reminder> = pending.into_iter().map(|(_, r)| r).collect();
                 Ok(Json(serde_json::json!(pending)))
             }
@@ -96,8 +99,9 @@ impl Reminders {
     /// Points the room's one alarm at the earliest pending reminder.
     async fn arm(&mut self) -> Result<(), Error> {
         let storage = self.room.storage();
-        let next: Vec<(String, Reminder)> =
-            storage.list(ListOptions::new().prefix(PREFIX).limit(1)).await?;
+        let next: Vec<(String, Reminder)> = storage
+            .list(ListOptions::new().prefix(PREFIX).limit(1))
+            .await?;
         match next.first() {
             Some((_, reminder)) => {
                 storage

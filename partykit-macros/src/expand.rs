@@ -7,6 +7,12 @@
 //!
 //! Generated expressions that can fail to type-check are spanned at the user's token they
 //! depend on (a parameter's type, a return type), so rustc's error points there.
+//!
+//! Both styles get the same kind of `Party` impl. For object style it does at compile time
+//! what PartyKit's facade did at run time: the party is built from its unit value (no
+//! constructor), each handler is called without `self` and with the room, taken from the
+//! room's task (`__private::current_room`), where PartyKit's object syntax put it; and
+//! `OPTIONS.hibernate` records PartyKit's implicit hibernation rule (SPEC §2.8).
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -15,12 +21,13 @@ use syn::{ReturnType, Type};
 
 use crate::args::Args;
 use crate::model::{
-    HandlerKind, Method, OutputKind, PartyImpl, PartyStruct, Receiver, Role, Target,
+    HandlerKind, Method, OutputKind, Param, PartyImpl, PartyStruct, Receiver, Role, Style, Target,
 };
 use crate::validate::Errors;
 
-/// The macro's output: the user's item, unchanged, then either the generated glue or the
-/// errors (plus just enough glue that the errors do not cascade into others).
+/// The macro's output: the user's item (unchanged, or with deprecation notes inserted by
+/// `warnings`), then either the generated glue or the errors (plus just enough glue that
+/// the errors do not cascade into others).
 pub(crate) fn expand(
     args: &Args,
     target: Option<&Target>,
@@ -70,11 +77,22 @@ fn expand_struct(
             #krate::__private::assert_party::<#ident>();
         }
     });
+    // How an object-style impl block builds the party, which has no constructor.
+    let unit_struct = party.unit_value.as_ref().map(|value| {
+        quote! {
+            impl #krate::__private::UnitStruct for #ident {
+                fn value() -> Self {
+                    #value
+                }
+            }
+        }
+    });
     quote! {
         const _: () = {
             impl #krate::__private::PartyStruct for #ident {
                 const NAME: &'static str = #name;
             }
+            #unit_struct
             #assert_party
         };
     }
@@ -107,9 +125,29 @@ fn expand_impl(krate: &TokenStream, party: &PartyImpl) -> TokenStream {
     let name = quote_spanned! {at(self_ty)=>
         <#self_ty as #private::PartyStruct>::NAME
     };
-    let new = expand_new(&private, self_ty, &methods_of(party, Role::Constructor));
+    let style = party.style();
+    let (new, options) = match style {
+        Style::Class => (
+            expand_new(&private, self_ty, &methods_of(party, Role::Constructor)),
+            None,
+        ),
+        Style::Object => {
+            // PartyKit's legacy rule: hibernate when the object has `onMessage` or lacks
+            // `onConnect`.
+            let (on_message, on_connect) = (
+                defines(HandlerKind::OnMessage),
+                defines(HandlerKind::OnConnect),
+            );
+            let options = quote! {
+                const OPTIONS: #private::PartyOptions = #private::PartyOptions {
+                    hibernate: #on_message || !#on_connect,
+                };
+            };
+            (expand_unit_new(&private, self_ty), Some(options))
+        }
+    };
     let handlers = party.methods.iter().filter_map(|method| match method.role {
-        Role::Handler(kind) => Some(expand_handler(&private, self_ty, kind, method)),
+        Role::Handler(kind) => Some(expand_handler(&private, self_ty, style, kind, method)),
         Role::Constructor | Role::Unknown => None,
     });
     quote! {
@@ -122,6 +160,7 @@ fn expand_impl(krate: &TokenStream, party: &PartyImpl) -> TokenStream {
                     on_socket: #on_socket,
                     on_cron: #on_cron,
                 };
+                #options
                 #new
                 #(#handlers)*
             }
@@ -134,7 +173,11 @@ fn expand_impl(krate: &TokenStream, party: &PartyImpl) -> TokenStream {
 fn expand_new(private: &TokenStream, self_ty: &Type, constructors: &[&Method]) -> TokenStream {
     let room = format_ident!("__partykit_room");
     let user_constructors = constructors.iter().map(|method| {
-        let args = call_args(method, std::slice::from_ref(&room));
+        let args = method
+            .params
+            .iter()
+            .zip([&room])
+            .map(|(param, local)| pass(private, param, "Room", quote!(#local)));
         let call = quote_spanned! {output_span(method)=> <#self_ty>::new(#(#args),*) };
         let cfgs = cfg_attrs(method);
         quote! {
@@ -167,11 +210,25 @@ fn expand_new(private: &TokenStream, self_ty: &Type, constructors: &[&Method]) -
     }
 }
 
+/// `Party::new` of an object-style party: its unit value, as it has no constructor. Spanned
+/// at the self type: if the struct has fields, `UnitStruct`'s error says so there.
+fn expand_unit_new(private: &TokenStream, self_ty: &Type) -> TokenStream {
+    let value = quote_spanned! {at(self_ty)=>
+        <#self_ty as #private::UnitStruct>::value()
+    };
+    quote! {
+        fn new(_: #private::Room) -> Self {
+            #value
+        }
+    }
+}
+
 /// One trait method: the trait's exact signature, calling the user's method with the
 /// arguments it takes and normalising what it returns.
 fn expand_handler(
     private: &TokenStream,
     self_ty: &Type,
+    style: Style,
     kind: HandlerKind,
     method: &Method,
 ) -> TokenStream {
@@ -192,14 +249,47 @@ fn expand_handler(
     let self_arg = match method.receiver {
         Receiver::Exclusive => Some(quote!(self)),
         Receiver::Shared => Some(quote!(&*self)),
-        // Static hooks; other receivers were refused by `validate`.
+        // Static hooks and object style; other receivers were refused by `validate`.
         Receiver::None | Receiver::Unsupported => None,
     };
-    let args = self_arg.into_iter().chain(
-        call_args(method, &locals)
-            .into_iter()
-            .map(ToTokens::into_token_stream),
-    );
+    // Object style takes the room where PartyKit's object syntax had it; it comes from the
+    // room's task.
+    let room = format_ident!("__partykit_room");
+    let object_style = style == Style::Object && !kind.is_static();
+    let get_room = object_style.then(|| {
+        let name = kind.name();
+        quote! {
+            let #room = #private::current_room(#name)?;
+        }
+    });
+    let user_params = kind.params_in(if object_style {
+        Style::Object
+    } else {
+        Style::Class
+    });
+    let user_args = method
+        .params
+        .iter()
+        .zip(user_params)
+        .map(|(param, expected)| {
+            let given = if expected.ty == "Room" {
+                quote!(&#room)
+            } else {
+                let index = kind
+                    .params()
+                    .iter()
+                    .position(|trait_param| trait_param.name == expected.name)
+                    .unwrap_or_default();
+                locals[index].to_token_stream()
+            };
+            let ty = if expected.by_ref {
+                format!("&{}", expected.ty)
+            } else {
+                expected.ty.to_owned()
+            };
+            pass(private, param, &ty, given)
+        });
+    let args = self_arg.into_iter().chain(user_args);
     let awaited = method.asyncness.map(|_| quote!(.await));
     // Spanned at the user's method name: "arguments to this function are incorrect"
     // points there.
@@ -216,6 +306,7 @@ fn expand_handler(
         // Only unit handlers may return nothing (`validate` refused the others), and then
         // there is nothing to normalise.
         ReturnType::Default => quote! {
+            #get_room
             #call;
             #private::StdResult::Ok(())
         },
@@ -231,6 +322,7 @@ fn expand_handler(
             };
             let normalise = quote_spanned!(at(ty)=> #normalise(#output));
             quote! {
+                #get_room
                 let #output = #call;
                 #normalise
             }
@@ -283,15 +375,54 @@ fn cfg_attrs(method: &Method) -> TokenStream {
     quote!(#(#[cfg(#cfgs)])*)
 }
 
-/// The arguments passed to the user's method: the first `n` of the trait's, where the
-/// user's method takes `n` (trailing parameters may be left out). Each is spanned at the
-/// user's parameter type, so a wrong type is reported on it.
-fn call_args(method: &Method, locals: &[Ident]) -> Vec<Ident> {
-    method
-        .params
-        .iter()
-        .zip(locals)
-        .map(|(param, local)| Ident::new(&local.to_string(), at(&param.ty)))
+/// One argument of the user's method: the runtime's `given` value (of type `expected`,
+/// as named in the signatures), converted to the user's parameter type. Spanned at that
+/// type, so a wrong one is reported on it with a message naming the right one. A message
+/// goes through `MessageParam` (`Message` or `String`), anything else through `Param`
+/// (only the expected type itself). The user's method may take fewer parameters than the
+/// runtime has: trailing ones may be left out.
+fn pass(private: &TokenStream, param: &Param, expected: &str, given: TokenStream) -> TokenStream {
+    // Every token gets a span of the user's type, the runtime's path included (a span
+    // joining the macro's call site with the user's type would underline everything in
+    // between): the path its first token's, the arguments its last token's, so that the
+    // call, whose span rustc reports, covers exactly the type.
+    let tokens = param.ty.to_token_stream();
+    let first = tokens.clone().into_iter().next().map(|token| at(&token));
+    let last = tokens.into_iter().last().map(|token| at(&token));
+    let (first, last) = match (first, last) {
+        (Some(first), Some(last)) => (first, last),
+        _ => (at(&param.ty), at(&param.ty)),
+    };
+    let given = respan(given, last);
+    let arguments = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, given);
+    let mut arguments = proc_macro2::TokenTree::from(arguments);
+    arguments.set_span(last);
+    if expected == "Message" {
+        let path = respan(quote!(#private::MessageParam::from_message), first);
+        let question = respan(quote!(?), last);
+        quote!(#path #arguments #question)
+    } else {
+        let path = respan(quote!(#private::Param::param), first);
+        quote!(#path #arguments)
+    }
+}
+
+/// `tokens` with every span set to `span` (keeping hygiene: `span` resolves as the macro's
+/// own tokens do, see [`at`]).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(group) = &token {
+                let mut respanned =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                token = respanned.into();
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
         .collect()
 }
 
@@ -403,7 +534,10 @@ mod tests {
         let out = expand(TokenStream::new(), item.clone());
         assert!(out.starts_with(&item.to_string()), "{out}");
         assert!(
-            out.contains("< Chat > :: on_message (& * self , __partykit_message) . await"),
+            out.contains(
+                "< Chat > :: on_message (& * self , :: partykit_runtime :: __private :: \
+                 MessageParam :: from_message (__partykit_message) ?) . await"
+            ),
             "{out}"
         );
         assert!(out.contains("< Chat > :: on_request (self)"), "{out}");
@@ -438,6 +572,92 @@ mod tests {
         let out = expand(quote!(name = ), item);
         assert!(out.starts_with("struct"), "{out}");
         assert_eq!(count(&out, "compile_error"), 2, "{out}");
+    }
+
+    #[test]
+    fn object_style_gets_the_room_and_the_hibernation_rule() {
+        let item = quote! {
+            impl Legacy {
+                fn on_connect(conn: &Connection, room: &Room) {}
+                async fn on_request(req: Request, room: &Room) -> String { todo!() }
+                fn on_fetch(req: Request) -> Option<String> { None }
+            }
+        };
+        let out = expand(TokenStream::new(), item);
+        // Built from the unit value, not from `new` or `Default`.
+        assert!(
+            out.contains(
+                "< Legacy as :: partykit_runtime :: __private :: UnitStruct > :: value ()"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("NewFromDefault"), "{out}");
+        // Each room handler fetches the room and passes it where the user put it.
+        assert_eq!(count(&out, "current_room (\"on_connect\") ?"), 1, "{out}");
+        assert_eq!(count(&out, "current_room (\"on_request\") ?"), 1, "{out}");
+        assert!(out.contains("Param :: param (& __partykit_room)"), "{out}");
+        assert!(
+            out.contains("< Legacy > :: on_connect (:: partykit_runtime"),
+            "{out}"
+        );
+        // Static hooks do not.
+        assert_eq!(count(&out, "current_room"), 2, "{out}");
+        // `on_message` or no `on_connect`.
+        assert!(out.contains("hibernate : false || ! true"), "{out}");
+        // One deprecation note per object-style handler, none for the static hook.
+        assert_eq!(count(&out, "OBJECT_STYLE"), 4, "{out}");
+    }
+
+    #[test]
+    fn unit_structs_record_their_value() {
+        for (item, value) in [
+            (
+                quote!(
+                    struct A;
+                ),
+                "fn value () -> Self { A }",
+            ),
+            (
+                quote!(
+                    struct A {}
+                ),
+                "fn value () -> Self { A { } }",
+            ),
+            (
+                quote!(
+                    struct A();
+                ),
+                "fn value () -> Self { A () }",
+            ),
+        ] {
+            let out = expand(TokenStream::new(), item);
+            assert!(out.contains(value), "{out}");
+        }
+        let out = expand(
+            TokenStream::new(),
+            quote!(
+                struct A {
+                    room: Room,
+                }
+            ),
+        );
+        assert!(!out.contains("UnitStruct"), "{out}");
+    }
+
+    #[test]
+    fn mixed_styles_are_refused_without_notes() {
+        let item = quote! {
+            impl Mixed {
+                fn new(room: Room) -> Self { todo!() }
+                fn on_message(message: Message) {}
+                fn on_close(conn: &Connection) {}
+            }
+        };
+        let out = expand(TokenStream::new(), item.clone());
+        assert!(out.starts_with(&item.to_string()), "{out}");
+        assert_eq!(count(&out, "compile_error"), 2, "{out}");
+        assert_eq!(count(&out, "one impl block cannot mix them"), 2, "{out}");
+        assert_eq!(count(&out, "OBJECT_STYLE"), 0, "{out}");
     }
 
     #[test]

@@ -8,13 +8,18 @@
 //!
 //! 1. `args`: the attribute's arguments, `#[party(name = "…", crate = "…")]`;
 //! 2. `model`: the item, classified: a struct, or an impl block's constructor, handlers,
-//!    static hooks and misspelled handlers, each with the user's tokens for spans;
+//!    static hooks and misspelled handlers, each with its style (class or object) and the
+//!    user's tokens for spans;
 //! 3. `validate`: every check, all pushing into one error collector, so that one compile
 //!    reports every mistake;
-//! 4. `expand`: the generated `impl Party`, inside `const _: () = { … };`.
+//! 4. `expand`: the generated `impl Party`, inside `const _: () = { … };`, the same for
+//!    both styles;
+//! 5. `warnings`: deprecation notes for object-style handlers and `unstable_on_fetch`, as
+//!    `#[deprecated]` items used in the handlers' bodies (warnings on stable Rust).
 //!
-//! The user's item is always emitted unchanged, even when there are errors, so that one
-//! mistake does not cascade into errors about the whole item.
+//! The user's item is always emitted, even when there are errors (unchanged then), so that
+//! one mistake does not cascade into errors about the whole item. The macro never panics
+//! on user input.
 
 use proc_macro::TokenStream;
 
@@ -22,12 +27,14 @@ mod args;
 mod expand;
 mod model;
 mod validate;
+mod warnings;
 
 /// Turns a struct and an impl block of handlers into a party.
 ///
 /// Put it on both: on the struct (optionally naming the party; the default name is
 /// `main`, which also answers `/party/<room>`), and on an inherent impl block whose
-/// methods are the party's handlers. It implements `partykit_runtime::Party` for you.
+/// methods are the party's handlers. It implements `partykit_runtime::Party` for you;
+/// everything it writes could be written by hand against that trait.
 ///
 /// ```text
 /// use partykit_runtime::{party, Connection, Message, Room};
@@ -49,11 +56,22 @@ mod validate;
 /// }
 /// ```
 ///
-/// # Handlers
+/// # Arguments
+///
+/// - `name = "chat"` (on the struct only): the party's name in URLs,
+///   `/parties/chat/<room>`; lowercase letters, digits, `_` and `-`
+///   (`^[a-z0-9_-]+$`). Default: `main`.
+/// - `crate = "path"` (on the struct or the impl block): the path of `partykit_runtime`,
+///   when the dependency was renamed. Default: `::partykit_runtime`.
+///
+/// Each may be given once. Nothing else is accepted.
+///
+/// # Handlers (class style)
 ///
 /// The impl block's methods named like `Party`'s handlers become the party's handlers:
 ///
 /// ```text
+/// fn new(room: Room) -> Self                       // or `Default` on the struct
 /// on_start(&mut self)
 /// connection_tags(&mut self, connection: &Connection, ctx: &ConnectionContext) -> Vec<String>
 /// on_connect(&mut self, connection: &Connection, ctx: &ConnectionContext)
@@ -76,22 +94,45 @@ mod validate;
 ///
 /// Each may be `async` or not, take `&mut self` or `&self`, and leave out trailing
 /// parameters it does not use (`fn on_message(&mut self, message: Message)`), as in
-/// JavaScript. Handlers that return nothing may instead return `Result<(), E>`; every
-/// return value may be wrapped in a `Result` whose error converts into
-/// `partykit_runtime::Error`. `on_request` returns anything that implements
+/// JavaScript; parameters cannot be reordered. Handlers that return nothing may instead
+/// return `Result<(), E>`; every return value may be wrapped in a `Result` whose error
+/// converts into `partykit_runtime::Error`. `on_request` returns anything that implements
 /// `IntoResponse` (`&'static str`, `String`, `Json<T>`, `(StatusCode, String)`,
-/// `Response`, …) or a `Result` of one.
+/// `Response`, …) or a `Result` of one. `on_message` may take its message as `Message`
+/// (text or binary) or `String` (text only: a binary message is logged as an error and
+/// the handler does not run).
 ///
-/// The constructor is `fn new(room: Room) -> Self`; without one the struct must implement
-/// `Default`. Other methods are left alone, except that a name starting with `on_` must be
-/// a handler's: `on_conect` is an error that suggests `on_connect`.
+/// The constructor is `fn new(room: Room) -> Self` (or `fn new() -> Self`); without one the
+/// struct must implement `Default`. Other methods are left alone, except that a name
+/// starting with `on_` must be a handler's: `on_conect` is an error that suggests
+/// `on_connect`.
 ///
-/// # Arguments
+/// # Object style (deprecated)
 ///
-/// - `name = "chat"` (on the struct): the party's name in URLs, `/parties/chat/<room>`;
-///   lowercase letters, digits, `_` and `-`.
-/// - `crate = "path"` (on the struct or the impl block): the path of `partykit_runtime`,
-///   when the dependency was renamed.
+/// PartyKit's legacy object syntax (`export default { onConnect(conn, room) { … } }`) also
+/// compiles: room handlers without `self` that take the room, where PartyKit had it:
+///
+/// ```text
+/// on_connect(connection: &Connection, room: &Room, ctx: &ConnectionContext)
+/// on_message(message: Message, sender: &Connection, room: &Room)
+/// on_close(connection: &Connection, room: &Room)
+/// on_error(connection: &Connection, error: Error, room: &Room)
+/// on_request(request: Request, room: &Room) -> impl IntoResponse
+/// on_alarm(room: &Room)
+/// ```
+///
+/// Static hooks are written as in class style. The struct has no fields (`struct S;`) and
+/// the impl block no constructor, no `on_start` and no `connection_tags`, as PartyKit's
+/// objects had none; one impl block is all one style. Trailing parameters may be left
+/// out, returns are as in class style. Rooms of an object-style party hibernate when it
+/// has `on_message` or lacks `on_connect`, as PartyKit inferred
+/// (`Party::OPTIONS.hibernate`).
+///
+/// Each object-style handler gets a deprecation warning on its name, with the class-style
+/// signature to write instead; so does a static hook named `unstable_on_fetch` (PartyKit's
+/// old name of `on_fetch`). `#[allow(deprecated)]` on the fn or on the impl block silences
+/// it. The migration guide is `partykit_runtime::guide::migration`; every error and warning
+/// is explained in `partykit_runtime::guide::debugging`.
 #[proc_macro_attribute]
 pub fn party(args: TokenStream, item: TokenStream) -> TokenStream {
     party_tokens(args.into(), item.into()).into()
@@ -104,15 +145,28 @@ fn party_tokens(
 ) -> proc_macro2::TokenStream {
     let mut errors = validate::Errors::default();
     let args = args::Args::parse(args, &mut errors);
-    let target = match syn::parse2::<syn::Item>(item.clone()) {
-        Ok(parsed) => Some(model::Target::from_item(parsed)),
+    let parsed = match syn::parse2::<syn::Item>(item.clone()) {
+        Ok(parsed) => Some(parsed),
         Err(error) => {
             errors.push(error);
             None
         }
     };
+    let target = parsed.clone().map(model::Target::from_item);
     if let Some(target) = &target {
         validate::check(&args, target, &mut errors);
     }
+    // Deprecation notes only on an impl block without errors: beside errors, they are noise.
+    let item = match (parsed, &target) {
+        (Some(parsed), Some(model::Target::Impl(party))) if errors.is_empty() => {
+            let notes = warnings::notes(party);
+            if notes.is_empty() {
+                item
+            } else {
+                warnings::annotate(parsed, &notes)
+            }
+        }
+        _ => item,
+    };
     expand::expand(&args, target.as_ref(), item, &errors)
 }

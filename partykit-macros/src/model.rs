@@ -4,9 +4,9 @@
 //! code generator needs is kept here with the user's tokens, so that every error and every
 //! generated expression can carry the span of the exact token it is about.
 //!
-//! Only class style (handlers with `&mut self` / `&self`) is generated today. Object style
-//! (associated fns taking `room: &Room`) fits the same model: such a room handler is a
-//! [`Method`] whose [`Receiver`] is [`Receiver::None`]; `validate` refuses it for now.
+//! Both handler styles share the model: a room handler is class style when it takes
+//! `&mut self` / `&self`, and object style (PartyKit's legacy object syntax) when it takes no
+//! `self`, receiving the room as a `&Room` parameter instead; see [`Style`].
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
@@ -30,6 +30,9 @@ pub(crate) enum Target {
 pub(crate) struct PartyStruct {
     pub(crate) ident: Ident,
     pub(crate) generics: syn::Generics,
+    /// For a struct without fields (`S`, `S {}`, `S()`), the expression of its one value:
+    /// an object-style party has no constructor and is built from it.
+    pub(crate) unit_value: Option<TokenStream>,
 }
 
 /// `#[party]` on an impl block.
@@ -52,6 +55,18 @@ pub(crate) enum Role {
     Handler(HandlerKind),
     /// Named like a handler (`on_…`, or `onMessage`) but is none: most likely a typo.
     Unknown,
+}
+
+/// The two ways of writing a party's room handlers (SPEC §2.6).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Style {
+    /// `fn new(room: Room) -> Self` and handlers taking `&mut self` / `&self`, as
+    /// PartyKit's `class … implements Party.Server`. The recommended style.
+    Class,
+    /// Handlers without `self` that take the room as a parameter
+    /// (`fn on_message(message: Message, sender: &Connection, room: &Room)`), as PartyKit's
+    /// deprecated `export default { … } satisfies PartyKitServer`.
+    Object,
 }
 
 /// An associated fn that matters to the macro.
@@ -98,6 +113,7 @@ impl Target {
     pub(crate) fn from_item(item: Item) -> Target {
         match item {
             Item::Struct(item) => Target::Struct(PartyStruct {
+                unit_value: unit_value(&item.ident, &item.fields),
                 ident: item.ident,
                 generics: item.generics,
             }),
@@ -113,6 +129,18 @@ impl Target {
                 tokens: other_item.into_token_stream(),
             },
         }
+    }
+}
+
+/// The value of a struct without fields, written as it was declared.
+fn unit_value(ident: &Ident, fields: &syn::Fields) -> Option<TokenStream> {
+    match fields {
+        syn::Fields::Unit => Some(quote::quote!(#ident)),
+        syn::Fields::Named(named) if named.named.is_empty() => Some(quote::quote!(#ident {})),
+        syn::Fields::Unnamed(unnamed) if unnamed.unnamed.is_empty() => {
+            Some(quote::quote!(#ident()))
+        }
+        _ => None,
     }
 }
 
@@ -149,7 +177,44 @@ impl PartyImpl {
     }
 }
 
+impl PartyImpl {
+    /// The impl block's style: object style as soon as one room handler is written in it
+    /// (mixing styles is an error reported by `validate`).
+    pub(crate) fn style(&self) -> Style {
+        if self
+            .methods
+            .iter()
+            .any(|method| method.style() == Some(Style::Object))
+        {
+            Style::Object
+        } else {
+            Style::Class
+        }
+    }
+}
+
 impl Method {
+    /// Which style this method is written in; `None` for static hooks (the same in both
+    /// styles) and misspelled handlers.
+    pub(crate) fn style(&self) -> Option<Style> {
+        match self.role {
+            Role::Constructor => Some(Style::Class),
+            Role::Handler(kind) if kind.is_static() => None,
+            Role::Handler(_) => match self.receiver {
+                Receiver::None => Some(Style::Object),
+                Receiver::Shared | Receiver::Exclusive | Receiver::Unsupported => {
+                    Some(Style::Class)
+                }
+            },
+            Role::Unknown => None,
+        }
+    }
+
+    /// Whether this is `on_fetch` under its deprecated name, `unstable_on_fetch`.
+    pub(crate) fn is_unstable_on_fetch(&self) -> bool {
+        self.ident == UNSTABLE_ON_FETCH
+    }
+
     /// The method's model, or `None` for a helper the macro does not touch.
     fn from_fn(attrs: &[syn::Attribute], sig: syn::Signature) -> Option<Method> {
         let role = Role::of(&sig.ident.to_string())?;
@@ -207,12 +272,19 @@ impl Role {
         if let Some(kind) = HandlerKind::from_name(name) {
             return Some(Role::Handler(kind));
         }
+        if name == UNSTABLE_ON_FETCH {
+            return Some(Role::Handler(HandlerKind::OnFetch));
+        }
         if looks_like_handler(name) {
             return Some(Role::Unknown);
         }
         None
     }
 }
+
+/// PartyKit's deprecated name of `on_fetch` (`unstable_onFetch`): accepted, with a
+/// deprecation warning.
+pub(crate) const UNSTABLE_ON_FETCH: &str = "unstable_on_fetch";
 
 /// `on_…` names, and `onSomething` as written in JavaScript.
 pub(crate) fn looks_like_handler(name: &str) -> bool {
@@ -397,6 +469,49 @@ impl HandlerKind {
         }
     }
 
+    /// The parameters of the object-style form: the class-style ones with the room put
+    /// where PartyKit's legacy object syntax had it; `None` where that syntax had no such
+    /// handler (`on_start`, `connection_tags`) and for static hooks, which are the same in
+    /// both styles.
+    pub(crate) fn object_params(self) -> Option<&'static [TraitParam]> {
+        const ROOM: TraitParam = borrowed("room", "Room");
+        const CONNECT: &[TraitParam] = &[
+            borrowed("connection", "Connection"),
+            ROOM,
+            borrowed("ctx", "ConnectionContext"),
+        ];
+        const MESSAGE: &[TraitParam] = &[
+            owned("message", "Message"),
+            borrowed("sender", "Connection"),
+            ROOM,
+        ];
+        const CLOSE: &[TraitParam] = &[borrowed("connection", "Connection"), ROOM];
+        const ERROR: &[TraitParam] = &[
+            borrowed("connection", "Connection"),
+            owned("error", "Error"),
+            ROOM,
+        ];
+        const REQUEST: &[TraitParam] = &[owned("request", "Request"), ROOM];
+        const ALARM: &[TraitParam] = &[ROOM];
+        match self {
+            HandlerKind::OnConnect => Some(CONNECT),
+            HandlerKind::OnMessage => Some(MESSAGE),
+            HandlerKind::OnClose => Some(CLOSE),
+            HandlerKind::OnError => Some(ERROR),
+            HandlerKind::OnRequest => Some(REQUEST),
+            HandlerKind::OnAlarm => Some(ALARM),
+            _ => None,
+        }
+    }
+
+    /// The parameters a handler written in `style` may take.
+    pub(crate) fn params_in(self, style: Style) -> &'static [TraitParam] {
+        match style {
+            Style::Object => self.object_params().unwrap_or_else(|| self.params()),
+            Style::Class => self.params(),
+        }
+    }
+
     pub(crate) fn output(self) -> OutputKind {
         match self {
             HandlerKind::ConnectionTags => OutputKind::Tags,
@@ -409,12 +524,17 @@ impl HandlerKind {
 
     /// The fullest signature the user may write, for error messages.
     pub(crate) fn signature(self) -> String {
-        let receiver = if self.is_static() {
+        self.signature_in(Style::Class, true)
+    }
+
+    /// The fullest signature in `style`, `async` or not.
+    pub(crate) fn signature_in(self, style: Style, asyncness: bool) -> String {
+        let receiver = if self.is_static() || style == Style::Object {
             None
         } else {
             Some("&mut self".to_owned())
         };
-        let params = self.params().iter().map(|param| {
+        let params = self.params_in(style).iter().map(|param| {
             let by_ref = if param.by_ref { "&" } else { "" };
             format!("{}: {by_ref}{}", param.name, param.ty)
         });
@@ -426,7 +546,12 @@ impl HandlerKind {
             OutputKind::Before => " -> Result<Request, Error>",
             OutputKind::Fetch => " -> Option<Response>",
         };
-        format!("async fn {}({}){output}", self.name(), inputs.join(", "))
+        let asyncness = if asyncness { "async " } else { "" };
+        format!(
+            "{asyncness}fn {}({}){output}",
+            self.name(),
+            inputs.join(", ")
+        )
     }
 }
 

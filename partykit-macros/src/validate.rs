@@ -12,7 +12,8 @@ use syn::{LitStr, ReturnType};
 
 use crate::args::Args;
 use crate::model::{
-    HandlerKind, Method, OutputKind, PartyImpl, PartyStruct, Receiver, Role, Target,
+    HandlerKind, Method, OutputKind, PartyImpl, PartyStruct, Receiver, Role, Style, Target,
+    UNSTABLE_ON_FETCH,
 };
 
 /// Collects every error of one `#[party]` input; they are emitted together, beside the
@@ -130,23 +131,76 @@ fn check_impl(args: &Args, item: &PartyImpl, errors: &mut Errors) {
         );
     }
 
-    let mut seen: Vec<Role> = Vec::new();
+    let mut seen: Vec<&Method> = Vec::new();
     for method in &item.methods {
         // Methods under `#[cfg]` may legitimately come in variants, one per configuration.
         if method.role != Role::Unknown && method.cfgs.is_empty() {
-            if seen.contains(&method.role) {
-                errors.error(
-                    &method.ident,
-                    format!("`{}` is defined twice; keep one", method.ident),
-                );
+            if let Some(earlier) = seen.iter().find(|earlier| earlier.role == method.role) {
+                check_duplicate(earlier, method, errors);
                 continue;
             }
-            seen.push(method.role);
+            seen.push(method);
         }
         match method.role {
             Role::Constructor => check_constructor(method, errors),
             Role::Handler(kind) => check_handler(kind, method, errors),
             Role::Unknown => check_unknown(method, errors),
+        }
+    }
+    check_one_style(item, errors);
+}
+
+/// A second definition of the same handler: the same name twice (rustc reports that too),
+/// or `on_fetch` beside its old name `unstable_on_fetch`.
+fn check_duplicate(earlier: &Method, later: &Method, errors: &mut Errors) {
+    let old_name = [earlier, later]
+        .into_iter()
+        .find(|method| method.is_unstable_on_fetch());
+    match old_name {
+        Some(old) if earlier.ident != later.ident => errors.error(
+            &old.ident,
+            format!(
+                "`{UNSTABLE_ON_FETCH}` is the old name of `on_fetch`, which this impl block \
+                 also defines; remove `{UNSTABLE_ON_FETCH}`"
+            ),
+        ),
+        _ => errors.error(
+            &later.ident,
+            format!("`{}` is defined twice; keep one", later.ident),
+        ),
+    }
+}
+
+/// An impl block is written in one style: object-style handlers beside a constructor or
+/// class-style handlers are refused, each with its class-style form (the style to move to).
+fn check_one_style(item: &PartyImpl, errors: &mut Errors) {
+    let Some(class) = item
+        .methods
+        .iter()
+        .find(|method| method.style() == Some(Style::Class))
+    else {
+        return;
+    };
+    let class = match class.role {
+        Role::Constructor => "`fn new`".to_owned(),
+        _ => format!("`{}`, which takes `self`,", class.ident),
+    };
+    for method in &item.methods {
+        let Role::Handler(kind) = method.role else {
+            continue;
+        };
+        // Handlers without an object-style form got their own error.
+        if method.style() == Some(Style::Object) && kind.object_params().is_some() {
+            errors.error(
+                &method.ident,
+                format!(
+                    "`{name}` is written in object style (no `self`), but {class} makes this \
+                     impl block class style, and one impl block cannot mix them; write \
+                     `{signature}` and keep the room in a field",
+                    name = kind.name(),
+                    signature = kind.signature_in(Style::Class, method.asyncness.is_some()),
+                ),
+            );
         }
     }
 }
@@ -209,6 +263,11 @@ fn check_handler(kind: HandlerKind, method: &Method, errors: &mut Errors) {
     let signature = kind.signature();
     check_common(name, method, errors);
 
+    // Handlers without an object-style form are counted against their class-style form.
+    let style = match method.style() {
+        Some(Style::Object) if kind.object_params().is_some() => Style::Object,
+        _ => Style::Class,
+    };
     match (&method.receiver, kind.is_static()) {
         (Receiver::Shared | Receiver::Exclusive, false) | (Receiver::None, true) => {}
         (Receiver::Shared | Receiver::Exclusive | Receiver::Unsupported, true) => errors.error(
@@ -225,27 +284,35 @@ fn check_handler(kind: HandlerKind, method: &Method, errors: &mut Errors) {
                  events; write `{signature}`"
             ),
         ),
-        (Receiver::None, false) => errors.error(
+        // Object style; only the handlers PartyKit's object syntax had exist in it.
+        (Receiver::None, false) if kind.object_params().is_none() => errors.error(
             &method.ident,
-            format!("`{name}` must take `&mut self` or `&self`: write `{signature}`"),
+            format!(
+                "`{name}` must take `&mut self` or `&self`: PartyKit's object style had no \
+                 `{name}`, so there is no form of it without `self`; write `{signature}`"
+            ),
         ),
+        (Receiver::None, false) => {}
     }
 
-    let max = kind.params().len();
+    let max = kind.params_in(style).len();
     let allowed = match max {
         0 => "takes no parameters".to_owned(),
         1 => "takes at most 1 parameter".to_owned(),
         n => format!("takes at most {n} parameters"),
     };
-    let besides = if kind.is_static() {
-        ""
-    } else {
-        " besides `self`"
+    let (besides, written) = match style {
+        _ if kind.is_static() => ("", signature.clone()),
+        Style::Class => (" besides `self`", signature.clone()),
+        Style::Object => (
+            " in object style",
+            kind.signature_in(Style::Object, method.asyncness.is_some()),
+        ),
     };
     for extra in method.params.iter().skip(max) {
         errors.error(
             &extra.tokens,
-            format!("`{name}` {allowed}{besides}: `{signature}`; remove this one"),
+            format!("`{name}` {allowed}{besides}: `{written}`; remove this one"),
         );
     }
 

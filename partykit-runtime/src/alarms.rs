@@ -28,12 +28,7 @@ pub(crate) struct ClockTask {
 impl AlarmClock {
     pub(crate) fn new() -> (Self, ClockTask) {
         let (commands, receiver) = mpsc::unbounded_channel();
-        (
-            Self { commands },
-            ClockTask {
-                commands: receiver,
-            },
-        )
+        (Self { commands }, ClockTask { commands: receiver })
     }
 
     /// The room's alarm is now `time` (ms since the Unix epoch), or none.
@@ -85,9 +80,7 @@ fn fire(parties: &HashMap<&'static str, Arc<Rooms>>, room: RoomKey, time: i64) {
     };
     let rooms = Arc::clone(rooms);
     tokio::spawn(async move {
-        rooms
-            .send(&room.room, Event::Alarm { time })
-            .await;
+        rooms.send(&room.room, Event::Alarm { time }).await;
     });
 }
 

@@ -94,8 +94,10 @@ extern crate self as partykit_runtime;
 
 mod alarms;
 mod connection;
+pub mod deprecated;
 mod env;
 mod error;
+pub mod guide;
 mod limits;
 mod lobby;
 mod message;
@@ -119,12 +121,14 @@ pub use error::{Error, Result};
 pub use limits::Limits;
 pub use lobby::{Before, Cron, CronLobby, FetchLobby, FetchSocket, Lobby};
 pub use message::{Message, Utf8Bytes};
-pub use party::{Handlers, Party};
+pub use party::{Handlers, Party, PartyOptions};
 pub use partykit_macros::party;
 pub use request::{Request, RequestBuilder};
 pub use room::Room;
+pub use server::{
+    DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env, shutdown_signal,
+};
 pub use storage::Storage;
-pub use server::{DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -57,6 +57,9 @@ pub trait Party: Sized + Send + 'static {
     /// Which optional handlers this party defines; see [`Handlers`].
     const HANDLERS: Handlers = Handlers::DEFAULT;
 
+    /// How the runtime runs this party's rooms; see [`PartyOptions`].
+    const OPTIONS: PartyOptions = PartyOptions::DEFAULT;
+
     /// Builds the room's value. Called on the room's first event, and again after the
     /// room was evicted, after a failed `on_start`, or after a handler panicked.
     fn new(room: Room) -> Self;
@@ -219,6 +222,38 @@ impl Handlers {
 }
 
 impl Default for Handlers {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How the runtime runs a party's rooms: PartyKit's `options` field of a server class.
+///
+/// ```
+/// use partykit_runtime::PartyOptions;
+///
+/// const OPTIONS: PartyOptions = PartyOptions { hibernate: true };
+/// assert_ne!(OPTIONS, PartyOptions::DEFAULT);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartyOptions {
+    /// Whether rooms of this party hibernate: drop the party's value between events while
+    /// keeping its sockets open, and rebuild it (`new`, then `on_start`) on the next event.
+    ///
+    /// **Not implemented yet: the runtime ignores this flag for now**, and every
+    /// room keeps its value while it has connections. It is recorded now so that parties
+    /// keep their meaning when hibernation arrives. `#[party]` sets it for object-style
+    /// (legacy) parties as PartyKit inferred it: `true` when the impl block has
+    /// `on_message` or has no `on_connect`. Class-style parties get `false`.
+    pub hibernate: bool,
+}
+
+impl PartyOptions {
+    /// What a party gets unless it says otherwise: no hibernation.
+    pub const DEFAULT: Self = Self { hibernate: false };
+}
+
+impl Default for PartyOptions {
     fn default() -> Self {
         Self::DEFAULT
     }

@@ -6,7 +6,7 @@ pub use std::result::Result as StdResult;
 
 pub use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket,
-    Handlers, Lobby, Message, Party, Request, Response, Room,
+    Handlers, Lobby, Message, Party, PartyOptions, Request, Response, Room,
 };
 
 /// Written by `#[party]` on the struct; read by `#[party]` on the impl.
@@ -160,4 +160,90 @@ impl<T: Default> NewFromDefault for T {
     fn new_from_default() -> Self {
         T::default()
     }
+}
+
+/// How `#[party]` passes each argument to a user's handler or constructor: the runtime has
+/// a `Given` value, the user's parameter is declared as `Self`. Only `Given` itself is
+/// accepted; the point of the trait is the error message, spanned at the user's type.
+#[diagnostic::on_unimplemented(
+    message = "this parameter must be `{Given}`, not `{Self}`",
+    label = "write `{Given}` here",
+    note = "the handler signatures are listed in the docs of `#[party]`; trailing parameters may be left out, but not reordered"
+)]
+pub trait Param<Given>: Sized {
+    /// Passes the runtime's value on.
+    fn param(given: Given) -> Self;
+}
+
+impl<T> Param<T> for T {
+    #[inline]
+    fn param(given: T) -> T {
+        given
+    }
+}
+
+/// What `on_message` may take its message as: [`Message`] (text or binary), or
+/// [`String`] (text only: a binary message is an error, logged, and the handler does not
+/// run).
+#[diagnostic::on_unimplemented(
+    message = "a message parameter cannot be `{Self}`",
+    label = "write `Message` (text or binary) or `String` (text only)",
+    note = "`Message` has `as_text()`, `as_binary()` and `json::<T>()` for other forms"
+)]
+pub trait MessageParam: Sized {
+    /// Converts the message, or fails if it is of the wrong kind.
+    fn from_message(message: Message) -> Result<Self, Error>;
+}
+
+impl MessageParam for Message {
+    #[inline]
+    fn from_message(message: Message) -> Result<Self, Error> {
+        Ok(message)
+    }
+}
+
+impl MessageParam for String {
+    fn from_message(message: Message) -> Result<Self, Error> {
+        match message {
+            Message::Text(text) => Ok(text.as_str().to_owned()),
+            Message::Binary(_) => Err(Error::msg(
+                "a binary message arrived, but `on_message` takes a `String` (text only); \
+                 take a `Message` to receive both",
+            )),
+        }
+    }
+}
+
+/// Written by `#[party]` on a struct without fields: how an object-style party, which has
+/// no constructor, gets its value.
+#[diagnostic::on_unimplemented(
+    message = "the object-style party `{Self}` must be a struct without fields",
+    label = "object-style handlers take no `self`, so nothing could read the fields of `{Self}`",
+    note = "declare it as `struct {Self};`, or move to class style: keep state in fields, build it in `fn new(room: Room) -> Self` and take `&mut self` in the handlers"
+)]
+pub trait UnitStruct: Sized {
+    /// The struct's only value.
+    fn value() -> Self;
+}
+
+tokio::task_local! {
+    /// The room whose actor task is running: object-style handlers receive it as an
+    /// argument, while the `Party` trait's handlers only get `&mut self`.
+    static CURRENT_ROOM: Room;
+}
+
+/// Runs a room's actor with `room` as [`current_room`].
+pub(crate) fn in_room<F: Future>(room: Room, actor: F) -> impl Future<Output = F::Output> {
+    CURRENT_ROOM.scope(room, actor)
+}
+
+/// The room an object-style handler runs for; an error if `handler` was called outside a
+/// room's task (for instance by calling the `Party` method directly in a test).
+pub fn current_room(handler: &str) -> Result<Room, Error> {
+    CURRENT_ROOM.try_with(Room::clone).map_err(|_| {
+        Error::msg(format!(
+            "the object-style handler `{handler}` ran outside a room: it gets its room from \
+             the room's task, so call it through a `Server`"
+        ))
+    })
 }

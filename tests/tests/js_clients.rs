@@ -72,5 +72,10 @@ async fn partysocket_chat_current_and_legacy_urls_and_fetch() {
     if !node_ready() {
         return;
     }
-    run_script(Server::new().party::<Chat>(), "chat.mjs", &["js-room"]).await;
+    run_script(
+        Server::new().in_memory().party::<Chat>(),
+        "chat.mjs",
+        &["js-room"],
+    )
+    .await;
 }

@@ -1,1 +1,2 @@
-//! trybuild tests of `#[party]`: the cases live in `tests/pass` and `tests/fail`.
+//! trybuild tests of `#[party]`: the cases live in `tests/pass`, `tests/fail` and
+//! `tests/warn`.

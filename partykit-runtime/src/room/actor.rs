@@ -61,7 +61,8 @@ impl<P: Party> RoomActor<P> {
             rooms: seed.rooms,
             generation: seed.generation,
         };
-        tokio::spawn(actor.run());
+        // Object-style handlers get their room from the task (`__private::current_room`).
+        tokio::spawn(crate::__private::in_room(actor.room.clone(), actor.run()));
     }
 
     async fn run(mut self) {
@@ -271,10 +272,11 @@ impl<P: Party> RoomActor<P> {
                 None
             }
         };
-        if !replaced {
-            if let Err(error) = storage.write_alarm(next).await {
-                tracing::error!(party = self.room.name(), room = self.room.id(), %error, "cannot write the alarm");
-            }
+        if replaced {
+            return;
+        }
+        if let Err(error) = storage.write_alarm(next).await {
+            tracing::error!(party = self.room.name(), room = self.room.id(), %error, "cannot write the alarm");
         }
     }
 

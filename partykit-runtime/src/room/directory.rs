@@ -62,6 +62,9 @@ impl Rooms {
                 Err(mpsc::error::SendError(returned)) => {
                     event = returned;
                     self.evict(room_id, generation);
+                    // A room task that cannot run (the runtime is shutting down) must
+                    // not make this loop spin: let the runtime run, or drop this task.
+                    tokio::task::yield_now().await;
                 }
             }
         }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
@@ -165,6 +166,12 @@ impl Server {
         }
         let router = app.router();
         let signal = stopping.clone();
+        // Real-time traffic: a frame must not wait for Nagle's algorithm to batch it.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -182,8 +189,7 @@ impl Server {
     }
 
     fn build(self, stopping: CancellationToken, sockets: TaskTracker) -> Result<App, ServerError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
         let env: Env = self.vars.into_iter().collect();
         let limits = Arc::new(self.limits.clone());
         let backend: Arc<dyn Backend> = match self.storage {
@@ -364,7 +370,9 @@ pub fn addr_from_env() -> Result<SocketAddr, ServerError> {
     Ok(SocketAddr::new(ip, port))
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT (Ctrl-C) or SIGTERM: the shutdown signal [`Server::listen`] and
+/// [`Server::run`] use, for [`Server::serve`] on a listener of your own.
+pub async fn shutdown_signal() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for SIGINT");

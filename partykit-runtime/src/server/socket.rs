@@ -16,6 +16,8 @@ use crate::{Connection, ConnectionContext, Error, Limits, Message};
 
 /// How long a closing socket waits for the peer's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer that stopped reading gets to take its close frame.
+const ABANDON_TIMEOUT: Duration = Duration::from_millis(500);
 /// The most frames written between two flushes: bounds one batch's write buffer.
 const MAX_BATCH: usize = 64;
 
@@ -91,7 +93,7 @@ impl Session {
                     return End::Closed;
                 }
                 () = self.connection.aborted() => {
-                    close(socket, close_code::POLICY_VIOLATION, "outbound queue limit exceeded").await;
+                    abandon(socket).await;
                     return End::Closed;
                 }
                 outbound = self.outlet.frames.recv() => {
@@ -110,7 +112,13 @@ impl Session {
                         Some(Ok(Frame::Text(text))) => Message::Text(text),
                         Some(Ok(Frame::Binary(bytes))) => Message::Binary(bytes),
                         Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
-                        Some(Ok(Frame::Close(_))) | None => return End::Closed,
+                        Some(Ok(Frame::Close(_))) => {
+                            // Send the close reply tungstenite queued, before the socket
+                            // is dropped: the peer's closing handshake completes.
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                            return End::Closed;
+                        }
+                        None => return End::Closed,
                         Some(Err(error)) => return self.read_failed(socket, error).await,
                     };
                     let event = Event::Message { connection: self.connection.clone(), message };
@@ -156,13 +164,13 @@ impl Session {
             socket.flush().await?;
             Ok::<_, axum::Error>(None)
         };
-        let interrupted = tokio::select! {
+        tokio::select! {
             result = batch => return result.map_err(|error| End::Failed(Error::new(error))),
-            () = connection.aborted() => (close_code::POLICY_VIOLATION, "outbound queue limit exceeded"),
-            () = stopping.cancelled() => (close_code::GOING_AWAY, "Server shutting down"),
-        };
-        let (code, reason) = interrupted;
-        close(socket, code, reason).await;
+            () = connection.aborted() => abandon(socket).await,
+            () = stopping.cancelled() => {
+                close(socket, close_code::GOING_AWAY, "Server shutting down").await;
+            }
+        }
         Err(End::Closed)
     }
 
@@ -177,6 +185,17 @@ impl Session {
             End::Failed(Error::new(error))
         }
     }
+}
+
+/// Closes a peer that fell too far behind: it is not reading, so the close frame gets one
+/// short chance to go out and the peer's answer is not awaited; the room hears of the
+/// close at once.
+async fn abandon(socket: &mut WebSocket) {
+    let frame = CloseFrame {
+        code: close_code::POLICY_VIOLATION,
+        reason: "outbound queue limit exceeded".into(),
+    };
+    let _ = tokio::time::timeout(ABANDON_TIMEOUT, socket.send(Frame::Close(Some(frame)))).await;
 }
 
 /// Sends a close frame and waits (briefly) for the peer's.

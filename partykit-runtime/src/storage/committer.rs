@@ -30,6 +30,15 @@ pub(crate) struct Shared {
     pub(crate) finished: watch::Sender<u64>,
 }
 
+/// What a request whose answer waited for a failed commit gets.
+pub(crate) fn failure() -> axum::response::Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "A storage write failed; the room was reset",
+    )
+        .into_response()
+}
+
 pub(crate) fn spawn(
     room: RoomKey,
     backend: Arc<dyn Backend>,
@@ -55,6 +64,7 @@ pub(crate) fn spawn(
             let current = shared.epoch.load(Ordering::Acquire);
             if epoch != current || shared.failed.load(Ordering::Acquire) {
                 // Written on top of a failed commit: the room resets and drops them.
+                shared.gate.discard(seq, failure);
                 shared.finished.send_replace(seq);
                 continue;
             }
@@ -73,11 +83,11 @@ pub(crate) fn spawn(
                         %error,
                         "storage commit failed: dropping the output that waited for it and resetting the room"
                     );
+                    // Drop what waited first, then tell the room: anything the room
+                    // holds before it sees the flag belongs to the failed state too,
+                    // and is dropped when its own commit is discarded.
+                    shared.gate.discard(seq, failure);
                     shared.failed.store(true, Ordering::Release);
-                    let message = format!("{error}");
-                    shared.gate.failed(|| {
-                        (StatusCode::INTERNAL_SERVER_ERROR, message.clone()).into_response()
-                    });
                 }
             }
             shared.finished.send_replace(seq);

@@ -61,7 +61,9 @@ impl Gate {
             let _ = connection.push(outbound);
         } else {
             let seq = state.waits_for();
-            state.held.push((seq, Held::Frame(connection.clone(), outbound)));
+            state
+                .held
+                .push((seq, Held::Frame(connection.clone(), outbound)));
         }
     }
 
@@ -119,18 +121,7 @@ impl Gate {
 
     /// Commit `seq` is durable: releases, in order, everything that waited for it.
     pub(crate) fn committed(&self, seq: u64) {
-        let released = {
-            let mut state = self.lock();
-            state.committed = seq;
-            let ready = state
-                .held
-                .iter()
-                .position(|(waits_for, _)| *waits_for > seq)
-                .unwrap_or(state.held.len());
-            state.held.drain(..ready).collect::<Vec<_>>()
-        };
-        // Released outside the lock; pushing to a queue never blocks anyway.
-        for (_, held) in released {
+        for held in self.take_through(seq) {
             match held {
                 Held::Frame(connection, outbound) => {
                     let _ = connection.push(outbound);
@@ -142,24 +133,47 @@ impl Gate {
         }
     }
 
-    /// A commit failed: drops everything held (answering held requests with `failure`)
-    /// and forgets pending state, since the room is reset.
-    pub(crate) fn failed(&self, failure: impl Fn() -> Response) {
+    /// Commit `seq` failed, or was dropped because an earlier one failed: everything that
+    /// waited for it is dropped, and held requests are answered with `failure`.
+    pub(crate) fn discard(&self, seq: u64, failure: impl Fn() -> Response) {
+        drop_held(self.take_through(seq), failure);
+    }
+
+    /// The room reset after a failed commit: nothing held so far will ever be released,
+    /// and no earlier commit is waited for any more.
+    pub(crate) fn reset(&self, failure: impl Fn() -> Response) {
         let held = {
             let mut state = self.lock();
             state.dirty = false;
             state.committed = state.submitted;
             mem::take(&mut state.held)
         };
-        for (_, held) in held {
-            if let Held::Reply(reply, _) = held {
-                let _ = reply.send(failure());
-            }
-        }
+        drop_held(held.into_iter().map(|(_, held)| held).collect(), failure);
+    }
+
+    /// Marks commits up to `seq` finished and takes the output that waited for them.
+    fn take_through(&self, seq: u64) -> Vec<Held> {
+        let mut state = self.lock();
+        state.committed = state.committed.max(seq);
+        let ready = state
+            .held
+            .iter()
+            .position(|(waits_for, _)| *waits_for > seq)
+            .unwrap_or(state.held.len());
+        state.held.drain(..ready).map(|(_, held)| held).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update leaves the state consistent, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Drops held output: frames are never sent; requests are answered with `failure`.
+fn drop_held(held: Vec<Held>, failure: impl Fn() -> Response) {
+    for held in held {
+        if let Held::Reply(reply, _) = held {
+            let _ = reply.send(failure());
+        }
     }
 }

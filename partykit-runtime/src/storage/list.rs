@@ -161,25 +161,55 @@ mod tests {
         let entries = map(&["a", "b", "ba", "bb", "c", "d"]);
         let all = ["a", "b", "ba", "bb", "c", "d"];
         assert_eq!(keys(ListOptions::new(), &entries), all);
-        assert_eq!(keys(ListOptions::new().start("b"), &entries), ["b", "ba", "bb", "c", "d"]);
-        assert_eq!(keys(ListOptions::new().start_after("b"), &entries), ["ba", "bb", "c", "d"]);
-        assert_eq!(keys(ListOptions::new().end("c"), &entries), ["a", "b", "ba", "bb"]);
-        assert_eq!(keys(ListOptions::new().prefix("b"), &entries), ["b", "ba", "bb"]);
+        assert_eq!(
+            keys(ListOptions::new().start("b"), &entries),
+            ["b", "ba", "bb", "c", "d"]
+        );
+        assert_eq!(
+            keys(ListOptions::new().start_after("b"), &entries),
+            ["ba", "bb", "c", "d"]
+        );
+        assert_eq!(
+            keys(ListOptions::new().end("c"), &entries),
+            ["a", "b", "ba", "bb"]
+        );
+        assert_eq!(
+            keys(ListOptions::new().prefix("b"), &entries),
+            ["b", "ba", "bb"]
+        );
         assert_eq!(keys(ListOptions::new().limit(2), &entries), ["a", "b"]);
-        assert_eq!(keys(ListOptions::new().reverse(true).limit(2), &entries), ["d", "c"]);
+        assert_eq!(
+            keys(ListOptions::new().reverse(true).limit(2), &entries),
+            ["d", "c"]
+        );
         // reverse walks the same range from its end; start/end keep their meaning.
         assert_eq!(
-            keys(ListOptions::new().start("b").end("c").reverse(true), &entries),
+            keys(
+                ListOptions::new().start("b").end("c").reverse(true),
+                &entries
+            ),
             ["bb", "ba", "b"]
         );
         assert_eq!(
-            keys(ListOptions::new().prefix("b").start_after("b").limit(1), &entries),
+            keys(
+                ListOptions::new().prefix("b").start_after("b").limit(1),
+                &entries
+            ),
             ["ba"]
         );
-        assert_eq!(keys(ListOptions::new().prefix("b").start("a"), &entries), ["b", "ba", "bb"]);
-        assert_eq!(keys(ListOptions::new().prefix("b").end("bb"), &entries), ["b", "ba"]);
         assert_eq!(
-            keys(ListOptions::new().prefix("b").reverse(true).limit(2), &entries),
+            keys(ListOptions::new().prefix("b").start("a"), &entries),
+            ["b", "ba", "bb"]
+        );
+        assert_eq!(
+            keys(ListOptions::new().prefix("b").end("bb"), &entries),
+            ["b", "ba"]
+        );
+        assert_eq!(
+            keys(
+                ListOptions::new().prefix("b").reverse(true).limit(2),
+                &entries
+            ),
             ["bb", "ba"]
         );
         assert!(keys(ListOptions::new().start("c").end("b"), &entries).is_empty());
@@ -187,16 +217,36 @@ mod tests {
         assert!(keys(ListOptions::new().start_after("b").end("b"), &entries).is_empty());
         assert!(keys(ListOptions::new().limit(0), &entries).is_empty());
         assert!(keys(ListOptions::new().prefix("z"), &entries).is_empty());
-        assert!(ListOptions::new().start("a").start_after("a").select(&entries).is_err());
+        assert!(
+            ListOptions::new()
+                .start("a")
+                .start_after("a")
+                .select(&entries)
+                .is_err()
+        );
     }
 
     #[test]
     fn order_is_utf8_bytes_and_high_prefixes_work() {
         let top = "\u{10FFFF}";
-        let entries = map(&["z", "é", "\u{FFFF}", top, &format!("{top}{top}"), &format!("{top}a")]);
+        let entries = map(&[
+            "z",
+            "é",
+            "\u{FFFF}",
+            top,
+            &format!("{top}{top}"),
+            &format!("{top}a"),
+        ]);
         assert_eq!(
             keys(ListOptions::new(), &entries),
-            ["z", "é", "\u{FFFF}", top, &format!("{top}a"), &format!("{top}{top}")]
+            [
+                "z",
+                "é",
+                "\u{FFFF}",
+                top,
+                &format!("{top}a"),
+                &format!("{top}{top}")
+            ]
         );
         assert_eq!(
             keys(ListOptions::new().prefix(top), &entries),

@@ -308,14 +308,13 @@ impl Storage {
         let mut cache = self.cache().await?;
         let mut transaction = Transaction::new(&cache.entries, self.inner.max_value_size);
         let result = body(&mut transaction)?;
-        if let Some(mutations) = transaction.into_mutations() {
-            if !mutations.is_empty() {
-                for mutation in &mutations {
-                    apply(&mut cache.entries, mutation);
-                }
-                cache.pending.extend(mutations);
-                self.wrote();
+        let mutations = transaction.into_mutations().unwrap_or_default();
+        if !mutations.is_empty() {
+            for mutation in &mutations {
+                apply(&mut cache.entries, mutation);
             }
+            cache.pending.extend(mutations);
+            self.wrote();
         }
         Ok(result)
     }
@@ -397,13 +396,17 @@ impl Storage {
     /// commit: the next access reloads what is durable.
     pub(crate) fn reset(&self) {
         *self.lock() = None;
+        self.inner.shared.gate.reset(committer::failure);
         self.inner.shared.epoch.fetch_add(1, Ordering::AcqRel);
         self.inner.shared.failed.store(false, Ordering::Release);
     }
 
     /// Whether every handed-over commit has finished (so the room may be evicted).
     pub(crate) fn is_settled(&self) -> bool {
-        let pending = self.lock().as_ref().is_some_and(|cache| !cache.pending.is_empty());
+        let pending = self
+            .lock()
+            .as_ref()
+            .is_some_and(|cache| !cache.pending.is_empty());
         !pending && *self.inner.finished.borrow() >= self.inner.shared.gate.last_submitted()
     }
 
@@ -463,7 +466,10 @@ impl Storage {
 
     fn lock(&self) -> MutexGuard<'_, Option<Cache>> {
         // Cache updates cannot be left half-done by a panic elsewhere.
-        self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn check_value(&self, key: &str, value: &Bytes) -> Result<(), Error> {
@@ -497,13 +503,17 @@ impl std::ops::Deref for CacheGuard<'_> {
 
     fn deref(&self) -> &Cache {
         // Built only after the cache was loaded, and nothing unloads it while locked.
-        self.guard.as_ref().unwrap_or_else(|| unreachable!("cache is loaded"))
+        self.guard
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("cache is loaded"))
     }
 }
 
 impl std::ops::DerefMut for CacheGuard<'_> {
     fn deref_mut(&mut self) -> &mut Cache {
-        self.guard.as_mut().unwrap_or_else(|| unreachable!("cache is loaded"))
+        self.guard
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("cache is loaded"))
     }
 }
 

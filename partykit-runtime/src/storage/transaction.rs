@@ -103,7 +103,10 @@ impl<'s> Transaction<'s> {
     }
 
     /// The entries `options` select, decoded from JSON.
-    pub fn list<T: DeserializeOwned>(&self, options: ListOptions) -> Result<Vec<(String, T)>, Error> {
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        options: ListOptions,
+    ) -> Result<Vec<(String, T)>, Error> {
         self.usable()?;
         let mut view = if self.cleared {
             BTreeMap::new()
@@ -146,7 +149,9 @@ impl<'s> Transaction<'s> {
 
     fn usable(&self) -> Result<(), Error> {
         if self.rolled_back {
-            return Err(Error::msg("the transaction was rolled back; it cannot be used any more"));
+            return Err(Error::msg(
+                "the transaction was rolled back; it cannot be used any more",
+            ));
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ impl Types {
     }
 
     // Wrong parameter types.
-    fn on_message(&mut self, _message: String, _sender: Connection) {}
+    fn on_message(&mut self, _message: Vec<u8>, _sender: Connection) {}
 
     // Wrong return types.
     fn on_close(&mut self) -> u32 {

@@ -1,5 +1,8 @@
 //! Constructors (`fn new`, `fn new()` or `Default`) and the attribute's arguments.
 
+// Class style only: the generated code must trigger no lint at all.
+#![deny(warnings)]
+
 use partykit_runtime::{Party, Room, party};
 
 // `crate = "…"` for a renamed dependency: here the runtime is reached as `my_rename`.

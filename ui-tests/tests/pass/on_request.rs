@@ -1,5 +1,8 @@
 //! `on_request` returning the usual `IntoResponse` types, or a `Result` of one.
 
+// Class style only: the generated code must trigger no lint at all.
+#![deny(warnings)]
+
 use partykit_runtime::{Error, Json, Party, Request, Response, StatusCode, party};
 use serde::Serialize;
 

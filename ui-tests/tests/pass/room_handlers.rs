@@ -1,6 +1,9 @@
 //! Every accepted form of the room handlers: sync or async, `&mut self` or `&self`,
 //! trailing parameters left out, returning nothing or a `Result`.
 
+// Class style only: the generated code must trigger no lint at all.
+#![deny(warnings)]
+
 use partykit_runtime::{
     Connection, ConnectionContext, Error, Handlers, Message, Party, Room, party,
 };
@@ -60,7 +63,10 @@ impl Short {
 
     fn on_connect(&self, _connection: &Connection) {}
 
-    fn on_message(&self) {}
+    // A text-only handler: a binary message is an error, and the handler does not run.
+    fn on_message(&self, message: String) {
+        let _ = message.len();
+    }
 
     fn on_close(&self) {}
 

@@ -1,5 +1,8 @@
 //! The static hooks: sync or async, trailing parameters left out, every accepted return.
 
+// Class style only: the generated code must trigger no lint at all.
+#![deny(warnings)]
+
 use partykit_runtime::{
     Before, Cron, CronLobby, Error, FetchLobby, FetchSocket, Handlers, Lobby, Party, Request,
     Response, StatusCode, party,
