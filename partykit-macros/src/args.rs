@@ -11,7 +11,7 @@ use syn::{Expr, Lit, LitStr, Meta, Token};
 use crate::validate::Errors;
 
 /// The arguments `#[party(…)]` accepts, with the text listing them in error messages.
-pub(crate) const VALID_ARGS: &str = "`name = \"…\"` and `crate = \"…\"`";
+pub(crate) const VALID_ARGS: &str = "`name = \"…\"`, `hibernate` and `crate = \"…\"`";
 
 /// The parsed arguments. Each keeps its span so that checks done later (the party name's
 /// format, `name` on an impl block) point at the user's own token.
@@ -22,6 +22,8 @@ pub(crate) struct Args {
     /// `crate = "path"`: where the runtime is, when the dependency was renamed. Its tokens
     /// carry the string's span, so "cannot find crate" errors point at it.
     pub(crate) krate: Option<syn::Path>,
+    /// `hibernate`: drop the party's value between events while sockets stay open.
+    pub(crate) hibernate: Option<syn::Path>,
 }
 
 impl Args {
@@ -53,7 +55,7 @@ impl Args {
         let path = meta.path();
         let key = path.get_ident().map(ToString::to_string);
         match key.as_deref() {
-            Some(key @ ("name" | "crate")) if seen.iter().any(|earlier| earlier == key) => {
+            Some(key @ ("name" | "crate" | "hibernate")) if seen.iter().any(|earlier| earlier == key) => {
                 errors.error(
                     path,
                     format!("`{key}` is given twice; keep one (`#[party]` accepts {VALID_ARGS})"),
@@ -62,6 +64,16 @@ impl Args {
             Some("name") => {
                 seen.push("name".to_owned());
                 self.name = string_value(meta, "name = \"chat\"", errors);
+            }
+            Some("hibernate") => {
+                seen.push("hibernate".to_owned());
+                match meta {
+                    Meta::Path(path) => self.hibernate = Some(path.clone()),
+                    _ => errors.error(
+                        meta,
+                        "`hibernate` takes no value: write `#[party(hibernate)]`",
+                    ),
+                }
             }
             Some("crate") => {
                 seen.push("crate".to_owned());

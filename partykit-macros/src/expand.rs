@@ -70,6 +70,7 @@ fn expand_struct(
         Some(name) => name.to_token_stream(),
         None => quote!("main"),
     };
+    let hibernate = args.hibernate.is_some();
     // Skipped when there are errors: while the user fixes them, "not a party" would only
     // be noise.
     let assert_party = valid.then(|| {
@@ -91,6 +92,7 @@ fn expand_struct(
         const _: () = {
             impl #krate::__private::PartyStruct for #ident {
                 const NAME: &'static str = #name;
+                const HIBERNATE: bool = #hibernate;
             }
             #unit_struct
             #assert_party
@@ -127,10 +129,17 @@ fn expand_impl(krate: &TokenStream, party: &PartyImpl) -> TokenStream {
     };
     let style = party.style();
     let (new, options) = match style {
-        Style::Class => (
-            expand_new(&private, self_ty, &methods_of(party, Role::Constructor)),
-            None,
-        ),
+        Style::Class => {
+            let options = quote! {
+                const OPTIONS: #private::PartyOptions = #private::PartyOptions {
+                    hibernate: <#self_ty as #private::PartyStruct>::HIBERNATE,
+                };
+            };
+            (
+                expand_new(&private, self_ty, &methods_of(party, Role::Constructor)),
+                Some(options),
+            )
+        }
         Style::Object => {
             // PartyKit's legacy rule: hibernate when the object has `onMessage` or lacks
             // `onConnect`.
@@ -140,7 +149,9 @@ fn expand_impl(krate: &TokenStream, party: &PartyImpl) -> TokenStream {
             );
             let options = quote! {
                 const OPTIONS: #private::PartyOptions = #private::PartyOptions {
-                    hibernate: #on_message || !#on_connect,
+                    hibernate: <#self_ty as #private::PartyStruct>::HIBERNATE
+                        || #on_message
+                        || !#on_connect,
                 };
             };
             (expand_unit_new(&private, self_ty), Some(options))
@@ -603,7 +614,7 @@ mod tests {
         // Static hooks do not.
         assert_eq!(count(&out, "current_room"), 2, "{out}");
         // `on_message` or no `on_connect`.
-        assert!(out.contains("hibernate : false || ! true"), "{out}");
+        assert!(out.contains("|| false || ! true"), "{out}");
         // One deprecation note per object-style handler, none for the static hook.
         assert_eq!(count(&out, "OBJECT_STYLE"), 4, "{out}");
     }

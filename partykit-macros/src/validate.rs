@@ -115,6 +115,13 @@ fn check_impl(args: &Args, item: &PartyImpl, errors: &mut Errors) {
              the impl block takes only `crate = \"…\"`",
         );
     }
+    if let Some(hibernate) = &args.hibernate {
+        errors.error(
+            hibernate,
+            "`hibernate` goes on the struct: `#[party(hibernate)] struct …`; \
+             the impl block takes only `crate = \"…\"`",
+        );
+    }
     if let Some(trait_) = &item.trait_ {
         errors.error(
             trait_,

@@ -92,6 +92,8 @@ struct Inner {
     /// The room's output gate, once the connection has joined a room: what it sends
     /// after an unconfirmed write waits for the write to be durable.
     gate: OnceLock<Arc<Gate>>,
+    /// The largest state, serialized, when the room's party hibernates.
+    state_limit: OnceLock<usize>,
     /// Wakes the socket's task to drop the socket now (its peer is too slow).
     abort: Notify,
 }
@@ -115,6 +117,7 @@ impl Connection {
                 closing: AtomicBool::new(false),
                 aborted: AtomicBool::new(false),
                 gate: OnceLock::new(),
+                state_limit: OnceLock::new(),
                 abort: Notify::new(),
             }),
         };
@@ -154,8 +157,20 @@ impl Connection {
 
     /// Replaces the connection's state (serialized as JSON). It lives as long as the
     /// socket.
+    ///
+    /// In a hibernating party (`#[party(hibernate)]`), the serialized state may take at
+    /// most [`Limits::max_hibernating_state`](crate::Limits::max_hibernating_state) bytes
+    /// (2,048 by default); a larger state is refused with an error and the old one kept.
     pub fn set_state<T: Serialize + ?Sized>(&self, state: &T) -> Result<(), Error> {
         let json = serde_json::to_vec(state)?;
+        if let Some(&limit) = self.inner.state_limit.get()
+            && json.len() > limit
+        {
+            return Err(Error::msg(format!(
+                "connection state is {} bytes serialized; a hibernating party allows {limit}",
+                json.len()
+            )));
+        }
         *self.lock_state() = Some(json.into());
         Ok(())
     }
@@ -249,9 +264,14 @@ impl Connection {
         self.inner.closing.load(Ordering::Acquire)
     }
 
-    pub(crate) fn join(&self, gate: Arc<Gate>) {
+    /// Joins a room: output passes its gate from now on, and the state is limited to
+    /// `state_limit` bytes if its party hibernates.
+    pub(crate) fn join(&self, gate: Arc<Gate>, state_limit: Option<usize>) {
         // A connection joins exactly one room, once.
         let _ = self.inner.gate.set(gate);
+        if let Some(limit) = state_limit {
+            let _ = self.inner.state_limit.set(limit);
+        }
     }
 
     /// Called by the socket task for every frame it takes off the queue.
@@ -312,6 +332,23 @@ fn frame_len(frame: &ws::Message) -> usize {
 
 fn is_sendable_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A random RFC 4122 version 4 UUID, lower-case with dashes, as `crypto.randomUUID()`
+/// gives PartyKit its connection ids.
+pub(crate) fn new_id() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Cuts a close reason to the protocol's 123 bytes without splitting a character.
@@ -380,6 +417,24 @@ mod tests {
         assert!(validate_tags("id", nine.clone()).is_ok());
         let ten: Vec<String> = (0..10).map(|i| i.to_string()).collect();
         assert!(validate_tags("id", ten).is_err());
+    }
+
+    #[test]
+    fn generated_ids_are_uuid_v4() {
+        let id = new_id();
+        assert_eq!(id.len(), 36);
+        let groups: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(groups[2].starts_with('4'));
+        assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        assert!(
+            id.bytes()
+                .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_ne!(new_id(), id);
     }
 
     #[test]

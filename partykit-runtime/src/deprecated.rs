@@ -16,6 +16,9 @@
 //! | [`PartyKitStorage`], [`PartyStorage`] | [`Storage`] |
 //! | [`PartyRequest`] | [`Request`] |
 //! | [`PartyLobby`], [`PartyFetchLobby`] | [`Lobby`], [`FetchLobby`] |
+//! | [`Room::parties()`](crate::Room::parties) | [`room.context().parties()`](crate::Room::context) |
+//! | [`PartyStub`] | [`RoomStub`](crate::parties::RoomStub) |
+//! | [`PartyContext`] | [`Context`](crate::Context) |
 //! | object-style handlers (`export default { … } satisfies PartyKitServer`) | class style; `#[party]` warns, see the [migration guide](crate::guide::migration) |
 //! | `unstable_on_fetch` | `on_fetch`; `#[party]` warns |
 //!
@@ -24,10 +27,9 @@
 //! - `PartyKitServer`, `PartyServer`, `PartyWorker`: these typed the exported object or
 //!   class. In Rust that is `#[party]` on a struct and its impl block, or `impl Party`;
 //!   a trait alias would add nothing.
-//! - `room.parties` (→ `room.context.parties`): room-to-room calls do not exist yet.
 //! - `Party.Party` (→ `Party.Room`): `Party` is the name of the trait here.
-//! - `PartyStub`, `PartyContext`, `PartyExecutionContext`: their replacements do not
-//!   exist yet either.
+//! - `PartyExecutionContext`: hooks here are plain async functions; a task that must
+//!   outlive the response is a `tokio::spawn`.
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -40,6 +42,12 @@ impl Room {
     )]
     pub fn connections(&self) -> Vec<Connection> {
         self.get_connections(None)
+    }
+
+    /// Every party of the server.
+    #[deprecated(note = "use `room.context().parties()`")]
+    pub fn parties(&self) -> &crate::parties::Parties {
+        self.context().parties()
     }
 }
 
@@ -110,6 +118,14 @@ pub type PartyLobby = Lobby;
 /// PartyKit's old name of [`FetchLobby`].
 #[deprecated(note = "use `FetchLobby`")]
 pub type PartyFetchLobby = FetchLobby;
+
+/// The old name of [`RoomStub`](crate::parties::RoomStub).
+#[deprecated(note = "use `partykit_runtime::parties::RoomStub`")]
+pub type PartyStub = crate::parties::RoomStub;
+
+/// The old name of [`Context`](crate::Context).
+#[deprecated(note = "use `partykit_runtime::Context`")]
+pub type PartyContext = crate::Context;
 
 #[cfg(test)]
 #[allow(deprecated)]

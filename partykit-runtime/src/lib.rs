@@ -101,6 +101,7 @@ pub mod guide;
 mod limits;
 mod lobby;
 mod message;
+pub mod parties;
 mod party;
 mod request;
 mod room;
@@ -124,9 +125,10 @@ pub use message::{Message, Utf8Bytes};
 pub use party::{Handlers, Party, PartyOptions};
 pub use partykit_macros::party;
 pub use request::{Request, RequestBuilder};
+pub use parties::Context;
 pub use room::Room;
 pub use server::{
-    DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env, shutdown_signal,
+    Cors, DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env, shutdown_signal,
 };
 pub use storage::Storage;
 

@@ -33,6 +33,12 @@ pub struct Limits {
     pub max_value_size: usize,
     /// How long a room with no connections and no events stays in memory. Default 30 s.
     pub room_idle_timeout: Duration,
+    /// How long a hibernating party's room (`#[party(hibernate)]`) may sit without
+    /// events before its value is dropped; its sockets stay open. Default 10 s.
+    pub hibernate_after: Duration,
+    /// The largest connection state, serialized, of a hibernating party; a larger
+    /// `set_state` fails. Default 2,048 bytes, as on PartyKit.
+    pub max_hibernating_state: usize,
     /// How many events may wait in one room's mailbox before senders wait. Default 1024.
     pub room_mailbox: usize,
     /// The delay before the first retry of a failed `on_alarm`; each further retry waits
@@ -53,6 +59,8 @@ impl Default for Limits {
             max_request_body: 16 * 1024 * 1024,
             max_value_size: 128 * 1024,
             room_idle_timeout: Duration::from_secs(30),
+            hibernate_after: Duration::from_secs(10),
+            max_hibernating_state: 2048,
             room_mailbox: 1024,
             alarm_retry_base: Duration::from_secs(2),
             alarm_max_retries: 6,

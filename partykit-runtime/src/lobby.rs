@@ -2,6 +2,7 @@
 
 use axum::extract::ws::WebSocket;
 
+use crate::parties::Parties;
 use crate::{Env, Request, Response};
 
 /// What `on_before_connect` and `on_before_request` receive beside the request: the
@@ -12,6 +13,7 @@ pub struct Lobby {
     pub(crate) id: String,
     pub(crate) party: &'static str,
     pub(crate) env: Env,
+    pub(crate) parties: Parties,
 }
 
 impl Lobby {
@@ -29,12 +31,18 @@ impl Lobby {
     pub fn env(&self) -> &Env {
         &self.env
     }
+
+    /// Every party of the server, to call rooms before (or instead of) forwarding.
+    pub fn parties(&self) -> &Parties {
+        &self.parties
+    }
 }
 
 /// What `on_fetch` and `on_socket` receive: the project's variables.
 #[derive(Clone, Debug)]
 pub struct FetchLobby {
     pub(crate) env: Env,
+    pub(crate) parties: Parties,
 }
 
 impl FetchLobby {
@@ -42,18 +50,29 @@ impl FetchLobby {
     pub fn env(&self) -> &Env {
         &self.env
     }
+
+    /// Every party of the server, to call rooms before (or instead of) forwarding.
+    pub fn parties(&self) -> &Parties {
+        &self.parties
+    }
 }
 
 /// What `on_cron` receives.
 #[derive(Clone, Debug)]
 pub struct CronLobby {
     pub(crate) env: Env,
+    pub(crate) parties: Parties,
 }
 
 impl CronLobby {
     /// The project's variables.
     pub fn env(&self) -> &Env {
         &self.env
+    }
+
+    /// Every party of the server, to call rooms before (or instead of) forwarding.
+    pub fn parties(&self) -> &Parties {
+        &self.parties
     }
 }
 

@@ -240,11 +240,15 @@ pub struct PartyOptions {
     /// Whether rooms of this party hibernate: drop the party's value between events while
     /// keeping its sockets open, and rebuild it (`new`, then `on_start`) on the next event.
     ///
-    /// **Not implemented yet: the runtime ignores this flag for now**, and every
-    /// room keeps its value while it has connections. It is recorded now so that parties
-    /// keep their meaning when hibernation arrives. `#[party]` sets it for object-style
-    /// (legacy) parties as PartyKit inferred it: `true` when the impl block has
-    /// `on_message` or has no `on_connect`. Class-style parties get `false`.
+    /// A hibernating room drops its value after
+    /// [`Limits::hibernate_after`](crate::Limits::hibernate_after) without events, even with
+    /// sockets open; connections, their tags and state (limited to
+    /// [`Limits::max_hibernating_state`](crate::Limits::max_hibernating_state) bytes) and
+    /// storage survive. Keep anything else you need in storage or connection state.
+    ///
+    /// `#[party(hibernate)]` on the struct sets it. For object-style (legacy) parties
+    /// `#[party]` also infers it as PartyKit did: `true` when the impl block has
+    /// `on_message` or has no `on_connect`.
     pub hibernate: bool,
 }
 

@@ -18,6 +18,8 @@ pub use crate::{
 pub trait PartyStruct {
     /// The party's name, from `#[party(name = "…")]`.
     const NAME: &'static str;
+    /// Whether the party hibernates, from `#[party(hibernate)]`.
+    const HIBERNATE: bool = false;
 }
 
 /// What a room handler may return: nothing, or a `Result<(), E>`.

@@ -82,6 +82,16 @@ impl<P: Party> RoomActor<P> {
                         continue;
                     }
                 }
+            } else if P::OPTIONS.hibernate && self.party.is_some() {
+                let hibernate_after = self.rooms.limits().hibernate_after;
+                match tokio::time::timeout(hibernate_after, self.mailbox.recv()).await {
+                    Ok(Some(event)) => event,
+                    Ok(None) => return,
+                    Err(_elapsed) => {
+                        self.hibernate();
+                        continue;
+                    }
+                }
             } else {
                 match self.mailbox.recv().await {
                     Some(event) => event,
@@ -90,6 +100,15 @@ impl<P: Party> RoomActor<P> {
             };
             self.handle(event).await;
         }
+    }
+
+    /// Drops the user's value (and the storage cache, once written) while the sockets
+    /// stay open; the next event rebuilds it with `new` and `on_start`.
+    fn hibernate(&mut self) {
+        tracing::debug!(party = self.room.name(), room = self.room.id(), "hibernating");
+        self.party = None;
+        self.started = false;
+        self.room.storage().unload();
     }
 
     /// Leaves the directory; events that slipped in meanwhile go to the room's successor.
@@ -199,7 +218,10 @@ impl<P: Party> RoomActor<P> {
         connection: &Connection,
         ctx: &ConnectionContext,
     ) -> Result<(), Error> {
-        connection.join(Arc::clone(self.room.storage().gate()));
+        let state_limit = P::OPTIONS
+            .hibernate
+            .then_some(self.rooms.limits().max_hibernating_state);
+        connection.join(Arc::clone(self.room.storage().gate()), state_limit);
         self.ensure_started().await?;
         let user_tags = call!(self, party => party.connection_tags(connection, ctx))?;
         connection.set_tags(validate_tags(connection.id(), user_tags)?);

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::{Event, Room};
 use crate::alarms::AlarmClock;
+use crate::parties::{Context, Parties};
 use crate::server::PartyType;
 use crate::storage::{Backend, Mutation, RoomKey, Storage};
 use crate::{Env, Limits};
@@ -17,6 +18,7 @@ pub(crate) struct Services {
     pub(crate) limits: Limits,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) alarms: AlarmClock,
+    pub(crate) parties: Arc<crate::parties::Directory>,
 }
 
 pub(crate) struct Rooms {
@@ -46,6 +48,10 @@ impl Rooms {
             services,
             live: Mutex::new(Live::default()),
         }
+    }
+
+    pub(crate) fn handlers(&self) -> crate::Handlers {
+        self.party.handlers()
     }
 
     pub(crate) fn limits(&self) -> &Limits {
@@ -80,11 +86,14 @@ impl Rooms {
         let (sender, mailbox) = mpsc::channel(self.services.limits.room_mailbox);
         live.rooms
             .insert(room_id.to_owned(), (generation, sender.clone()));
+        let key = RoomKey::new(self.party.name(), room_id);
+        let parties = Parties::new(Arc::clone(&self.services.parties), Some(key));
         let room = Room::new(
             room_id.to_owned(),
             self.party.name(),
             self.services.env.clone(),
             self.storage(room_id),
+            Context::new(parties),
         );
         self.party.spawn_room(Seed {
             room,

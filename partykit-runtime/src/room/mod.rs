@@ -14,6 +14,7 @@ pub(crate) use directory::{Rooms, Seed, Services};
 pub(crate) use event::Event;
 use registry::Registry;
 
+use crate::parties::Context;
 use crate::storage::Storage;
 use crate::{Connection, Env, Message};
 
@@ -52,17 +53,25 @@ struct Inner {
     party: &'static str,
     env: Env,
     storage: Storage,
+    context: Context,
     registry: Mutex<Registry>,
 }
 
 impl Room {
-    pub(crate) fn new(id: String, party: &'static str, env: Env, storage: Storage) -> Self {
+    pub(crate) fn new(
+        id: String,
+        party: &'static str,
+        env: Env,
+        storage: Storage,
+        context: Context,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 id,
                 party,
                 env,
                 storage,
+                context,
                 registry: Mutex::new(Registry::default()),
             }),
         }
@@ -81,6 +90,11 @@ impl Room {
     /// The project's variables.
     pub fn env(&self) -> &Env {
         &self.inner.env
+    }
+
+    /// What the room can reach beyond itself: the server's other parties and rooms.
+    pub fn context(&self) -> &Context {
+        &self.inner.context
     }
 
     /// The room's durable key-value storage; see [`storage`](crate::storage).

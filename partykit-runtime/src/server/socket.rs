@@ -34,7 +34,6 @@ pub(super) fn configure(upgrade: WebSocketUpgrade, limits: &Limits) -> WebSocket
 pub(super) struct Session {
     pub(super) connection: Connection,
     pub(super) outlet: Outlet,
-    pub(super) ctx: ConnectionContext,
     pub(super) rooms: Arc<Rooms>,
     pub(super) room: String,
     pub(super) stopping: CancellationToken,
@@ -49,11 +48,13 @@ enum End {
 }
 
 impl Session {
-    pub(super) async fn run(mut self, mut socket: WebSocket) {
+    /// `ctx` goes to `on_connect` and is not kept: the upgrade request's headers share
+    /// hyper's read buffer (8–16 KiB), which would otherwise live as long as the socket.
+    pub(super) async fn run(mut self, mut socket: WebSocket, ctx: ConnectionContext) {
         let (reply, connected) = oneshot::channel();
         let connect = Event::Connect {
             connection: self.connection.clone(),
-            ctx: self.ctx.clone(),
+            ctx,
             reply,
         };
         self.rooms.send(&self.room, connect).await;
@@ -70,6 +71,14 @@ impl Session {
             self.connection.mark_closed();
             close(&mut socket, close_code::INTERNAL_ERROR, &reason).await;
             return;
+        }
+        {
+            let f = self.pump(&mut socket); eprintln!("TMPPUMP {}", std::mem::size_of_val(&f)); drop(f);
+            let f = self.stopping.cancelled(); eprintln!("TMPCANCEL {}", std::mem::size_of_val(&f)); drop(f);
+            let f = self.connection.aborted(); eprintln!("TMPABORT {}", std::mem::size_of_val(&f)); drop(f);
+            let f = socket.recv(); eprintln!("TMPRECV {}", std::mem::size_of_val(&f)); drop(f);
+            eprintln!("TMPSOCKET {}", std::mem::size_of_val(&socket));
+            eprintln!("TMPSESSION {}", std::mem::size_of_val(&self));
         }
         let end = self.pump(&mut socket).await;
         self.connection.mark_closed();
@@ -115,14 +124,14 @@ impl Session {
                         Some(Ok(Frame::Close(_))) => {
                             // Send the close reply tungstenite queued, before the socket
                             // is dropped: the peer's closing handshake completes.
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                            let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, socket.flush())).await;
                             return End::Closed;
                         }
                         None => return End::Closed,
                         Some(Err(error)) => return self.read_failed(socket, error).await,
                     };
                     let event = Event::Message { connection: self.connection.clone(), message };
-                    self.rooms.send(&self.room, event).await;
+                    Box::pin(self.rooms.send(&self.room, event)).await;
                 }
             }
         }
@@ -191,6 +200,9 @@ impl Session {
 /// short chance to go out and the peer's answer is not awaited; the room hears of the
 /// close at once.
 async fn abandon(socket: &mut WebSocket) {
+    Box::pin(abandon_inner(socket)).await
+}
+async fn abandon_inner(socket: &mut WebSocket) {
     let frame = CloseFrame {
         code: close_code::POLICY_VIOLATION,
         reason: "outbound queue limit exceeded".into(),
@@ -208,6 +220,9 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 }
 
 async fn finish_close(socket: &mut WebSocket, frame: CloseFrame) {
+    Box::pin(finish_close_inner(socket, frame)).await
+}
+async fn finish_close_inner(socket: &mut WebSocket, frame: CloseFrame) {
     let handshake = async {
         if socket.send(Frame::Close(Some(frame))).await.is_err() {
             return;

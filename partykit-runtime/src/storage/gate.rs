@@ -31,6 +31,9 @@ struct State {
     dirty: bool,
     /// The number of the last commit handed to the committer.
     submitted: u64,
+    /// The number of the last commit holding a write that must be confirmed: output waits
+    /// for it, not for later commits of unconfirmed writes only.
+    confirmed: u64,
     /// The number of the last commit that is durable.
     committed: u64,
     /// Output in the order it was produced, with the commit each item waits for.
@@ -39,7 +42,7 @@ struct State {
 
 impl State {
     fn open(&self) -> bool {
-        !self.dirty && self.submitted == self.committed && self.held.is_empty()
+        !self.dirty && self.committed >= self.confirmed && self.held.is_empty()
     }
 
     /// The commit that output produced now must wait for.
@@ -47,7 +50,7 @@ impl State {
         if self.dirty {
             self.submitted + 1
         } else {
-            self.submitted
+            self.confirmed
         }
     }
 }
@@ -109,8 +112,11 @@ impl Gate {
     /// The writes so far are handed to the committer; returns their commit's number.
     pub(crate) fn submitted(&self) -> u64 {
         let mut state = self.lock();
-        state.dirty = false;
         state.submitted += 1;
+        if state.dirty {
+            state.confirmed = state.submitted;
+        }
+        state.dirty = false;
         state.submitted
     }
 

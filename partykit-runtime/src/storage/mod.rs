@@ -401,6 +401,19 @@ impl Storage {
         self.inner.shared.failed.store(false, Ordering::Release);
     }
 
+    /// Drops the cached key space if nothing is waiting to be committed; the next access
+    /// reloads it.
+    pub(crate) fn unload(&self) {
+        let mut cache = self.lock();
+        if cache.as_ref().is_some_and(|cache| cache.pending.is_empty()) && self.is_settled_now() {
+            *cache = None;
+        }
+    }
+
+    fn is_settled_now(&self) -> bool {
+        *self.inner.finished.borrow() >= self.inner.shared.gate.last_submitted()
+    }
+
     /// Whether every handed-over commit has finished (so the room may be evicted).
     pub(crate) fn is_settled(&self) -> bool {
         let pending = self

@@ -1,0 +1,239 @@
+//! Calls between rooms: `room.context().parties()` (SPEC §1.4).
+//!
+//! A room reaches any room of any party of the server in-process, without the
+//! `on_before_*` hooks, with HTTP-like requests ([`RoomStub::fetch`]) or a WebSocket-like
+//! connection ([`RoomStub::socket`]).
+//!
+//! ```
+//! use partykit_runtime::{party, Error, Request, Room};
+//!
+//! #[party(name = "counter")]
+//! struct Counter {
+//!     room: Room,
+//! }
+//!
+//! #[party]
+//! impl Counter {
+//!     fn new(room: Room) -> Self {
+//!         Counter { room }
+//!     }
+//!
+//!     async fn on_request(&mut self, _req: Request) -> Result<String, Error> {
+//!         // Ask the lobby room of the `stats` party, in-process.
+//!         let stats = self.room.context().parties().get("stats").ok_or_else(|| Error::msg("no stats party"))?;
+//!         let response = stats.get("lobby").fetch("/visits", Request::builder().method("POST").body("")?).await?;
+//!         Ok(format!("stats answered {}", response.status()))
+//!     }
+//! }
+//! ```
+//!
+//! Rooms run one event at a time, so a room that awaits another cannot take events
+//! meanwhile. A call that would make rooms wait for each other in a cycle (A awaits B
+//! while B awaits A, directly or through others) fails at once with 508 Loop Detected
+//! instead of hanging.
+
+mod socket;
+mod waits;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use axum::response::IntoResponse;
+use http::StatusCode;
+use tokio::sync::oneshot;
+
+pub use socket::StubSocket;
+pub(crate) use waits::WaitGraph;
+
+use crate::room::{Event, Rooms};
+use crate::storage::RoomKey;
+use crate::{Error, Request, Response};
+
+/// Every party of the server, by name.
+#[derive(Clone, Default)]
+pub struct Parties {
+    inner: Arc<Directory>,
+    /// The room that holds this handle: its calls are recorded as its waits.
+    caller: Option<RoomKey>,
+}
+
+#[derive(Default)]
+pub(crate) struct Directory {
+    parties: OnceLock<HashMap<&'static str, Arc<Rooms>>>,
+    waits: Arc<WaitGraph>,
+}
+
+impl Directory {
+    /// Called once, when the server is built.
+    pub(crate) fn fill(&self, parties: HashMap<&'static str, Arc<Rooms>>) {
+        let _ = self.parties.set(parties);
+    }
+}
+
+impl Parties {
+    pub(crate) fn new(directory: Arc<Directory>, caller: Option<RoomKey>) -> Self {
+        Self {
+            inner: directory,
+            caller,
+        }
+    }
+
+    /// The party named `name`, if the server has it.
+    pub fn get(&self, name: &str) -> Option<PartyRooms> {
+        let (name, rooms) = self.inner.parties.get()?.get_key_value(name)?;
+        Some(PartyRooms {
+            name,
+            rooms: Arc::clone(rooms),
+            parties: self.clone(),
+        })
+    }
+
+    /// The names of every party, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .inner
+            .parties
+            .get()
+            .map(|parties| parties.keys().copied().collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        names
+    }
+}
+
+impl fmt::Debug for Parties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parties")
+            .field("names", &self.names())
+            .field("caller", &self.caller)
+            .finish()
+    }
+}
+
+/// One party's rooms, as [`Parties::get`] returns it.
+#[derive(Clone)]
+pub struct PartyRooms {
+    name: &'static str,
+    rooms: Arc<Rooms>,
+    parties: Parties,
+}
+
+impl PartyRooms {
+    /// The party's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// A stub for the room `room_id` (raw, as in a URL); the room starts on its first
+    /// call.
+    pub fn get(&self, room_id: &str) -> RoomStub {
+        RoomStub {
+            party: self.clone(),
+            room: room_id.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for PartyRooms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartyRooms").field("name", &self.name).finish()
+    }
+}
+
+/// A handle to one room of a party, for calls from another room or a hook.
+#[derive(Clone)]
+pub struct RoomStub {
+    party: PartyRooms,
+    room: String,
+}
+
+impl RoomStub {
+    /// Sends `request` to the room's `on_request` at `path` (which must start with `/`,
+    /// or be empty for the room itself): the room sees
+    /// `/parties/<party>/<room><path>`. The `on_before_request` hook is not run.
+    pub async fn fetch(&self, path: &str, mut request: Request) -> Result<Response, Error> {
+        let target = self.target(path)?;
+        request.set_uri(target.parse().map_err(|error| {
+            Error::msg(format!("cannot call {target}: {error}"))
+        })?);
+        if !self.party.rooms.handlers().on_request {
+            return Ok(Error::msg("No onRequest handler").into_response());
+        }
+        let _waiting = self.wait()?;
+        let (reply, response) = oneshot::channel();
+        self.party
+            .rooms
+            .send(&self.room, Event::Request { request, reply })
+            .await;
+        response
+            .await
+            .map_err(|_| Error::msg("the room stopped before answering"))
+    }
+
+    /// Opens a connection to the room, as a WebSocket client would at `path` (which must
+    /// start with `/`, or be empty): the room runs `connection_tags` and `on_connect`
+    /// before this returns. The `on_before_connect` hook is not run; the connection gets
+    /// a generated id.
+    pub async fn socket(&self, path: &str) -> Result<StubSocket, Error> {
+        let target = self.target(path)?;
+        let _waiting = self.wait()?;
+        StubSocket::open(Arc::clone(&self.party.rooms), &self.room, &target).await
+    }
+
+    fn target(&self, path: &str) -> Result<String, Error> {
+        if !path.is_empty() && !path.starts_with('/') {
+            return Err(Error::msg("Path must start with /"));
+        }
+        Ok(format!("/parties/{}/{}{path}", self.party.name, self.room))
+    }
+
+    fn wait(&self) -> Result<Option<waits::Waiting>, Error> {
+        let Some(caller) = &self.party.parties.caller else {
+            return Ok(None);
+        };
+        let target = RoomKey::new(self.party.name, self.room.as_str());
+        self.party
+            .parties
+            .inner
+            .waits
+            .wait(caller, &target)
+            .map(Some)
+            .map_err(|cycle| {
+                let path: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+                Error::with_status(
+                    StatusCode::LOOP_DETECTED,
+                    format!(
+                        "calling {target} would deadlock: rooms would wait for each other in a cycle ({})",
+                        path.join(" -> ")
+                    ),
+                )
+            })
+    }
+}
+
+impl fmt::Debug for RoomStub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomStub")
+            .field("party", &self.party.name)
+            .field("room", &self.room)
+            .finish()
+    }
+}
+
+/// What a room (or a hook) can reach beyond itself: PartyKit's `room.context`.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    parties: Parties,
+}
+
+impl Context {
+    pub(crate) fn new(parties: Parties) -> Self {
+        Self { parties }
+    }
+
+    /// Every party of the server.
+    pub fn parties(&self) -> &Parties {
+        &self.parties
+    }
+}

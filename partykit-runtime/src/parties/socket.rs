@@ -1,0 +1,136 @@
+//! A connection to a room from inside the server: what `RoomStub::socket` returns.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::ws::Message as Frame;
+use tokio::sync::oneshot;
+
+use crate::connection::{Outbound, Outlet, new_id};
+use crate::room::{Event, Rooms};
+use crate::{Connection, ConnectionContext, Error, Message, Request};
+
+/// An in-process connection to a room: the room sees an ordinary connection (with
+/// `on_connect`, `on_message`, `on_close`); this side sends and receives its messages.
+///
+/// Dropping it closes the connection.
+pub struct StubSocket {
+    connection: Connection,
+    outlet: Outlet,
+    rooms: Arc<Rooms>,
+    room: String,
+    closed: bool,
+}
+
+impl StubSocket {
+    pub(super) async fn open(rooms: Arc<Rooms>, room: &str, target: &str) -> Result<Self, Error> {
+        let uri = format!("http://internal{target}");
+        let request = Request::builder()
+            .uri(target)
+            .header(http::header::UPGRADE, "websocket")
+            .body(bytes::Bytes::new())?;
+        let (connection, outlet) =
+            Connection::new(new_id(), uri, rooms.limits().max_outbound_buffer);
+        let (reply, connected) = oneshot::channel();
+        let connect = Event::Connect {
+            connection: connection.clone(),
+            ctx: ConnectionContext { request },
+            reply,
+        };
+        rooms.send(room, connect).await;
+        connected
+            .await
+            .map_err(|_| Error::msg("the room stopped before accepting the connection"))??;
+        Ok(Self {
+            connection,
+            outlet,
+            rooms,
+            room: room.to_owned(),
+            closed: false,
+        })
+    }
+
+    /// The connection's id, as the room sees it.
+    pub fn id(&self) -> &str {
+        self.connection.id()
+    }
+
+    /// Sends a message to the room (`on_message` runs with it).
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::msg("the connection is closed"));
+        }
+        let event = Event::Message {
+            connection: self.connection.clone(),
+            message: message.into(),
+        };
+        self.rooms.send(&self.room, event).await;
+        Ok(())
+    }
+
+    /// The next message from the room; `None` once the room closed the connection.
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            match self.outlet.frames.recv().await? {
+                Outbound::Frame(frame) => {
+                    self.connection.dequeued(&frame);
+                    match frame {
+                        Frame::Text(text) => return Some(Message::Text(text)),
+                        Frame::Binary(bytes) => return Some(Message::Binary(bytes)),
+                        _ => continue,
+                    }
+                }
+                Outbound::Close(_) => {
+                    self.finish().await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Closes the connection; the room's `on_close` runs.
+    pub async fn close(mut self) {
+        self.finish().await;
+    }
+
+    async fn finish(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        self.connection.mark_closed();
+        let closed = Event::Closed {
+            connection: self.connection.clone(),
+            error: None,
+        };
+        self.rooms.send(&self.room, closed).await;
+    }
+}
+
+impl Drop for StubSocket {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.connection.mark_closed();
+        let rooms = Arc::clone(&self.rooms);
+        let room = std::mem::take(&mut self.room);
+        let connection = self.connection.clone();
+        // Drop cannot await; the room still hears of the close.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                rooms
+                    .send(&room, Event::Closed { connection, error: None })
+                    .await;
+            });
+        }
+    }
+}
+
+impl fmt::Debug for StubSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StubSocket")
+            .field("room", &self.room)
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
