@@ -94,6 +94,7 @@ extern crate self as partykit_runtime;
 
 mod alarms;
 mod connection;
+mod cron;
 pub mod deprecated;
 mod env;
 mod error;
@@ -107,6 +108,9 @@ mod request;
 mod room;
 mod server;
 pub mod storage;
+#[cfg(feature = "yjs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yjs")))]
+pub mod yjs;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -117,6 +121,7 @@ pub use axum::response::{IntoResponse, Response};
 pub use http::{Method, StatusCode};
 
 pub use connection::{Connection, ConnectionContext, MAX_CLOSE_REASON, SendError, close_code};
+pub use cron::CronError;
 pub use env::Env;
 pub use error::{Error, Result};
 pub use limits::Limits;

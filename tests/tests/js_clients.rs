@@ -1,16 +1,45 @@
-//! The real npm clients against real servers, under Node.
+//! The real npm clients against real servers, under Node: `partysocket` and
+//! `y-partykit` (with `yjs`), as pinned in `tests/js/package-lock.json`.
 //!
-//! `tests/js` is installed with `npm ci` (from its lockfile) the first time these tests
-//! run. Without Node on the machine the tests say so and skip; CI installs Node.
+//! `tests/js` is installed with `npm ci` the first time these tests run (and again when
+//! a pinned package is missing from `node_modules`). Without Node on the machine every
+//! test says `SKIPPED` on stderr and returns; with Node, a script that fails or hangs
+//! fails its test. CI installs Node.
+//!
+//! Each script gets the server's `host:port` as its first argument, prints `ok: …` for
+//! every check, and exits 0 when all passed. Scripts that need the server restarted
+//! coordinate through lines: they print `ready-for-restart`, the test restarts the
+//! server and writes `restarted` to their stdin.
 
+#![cfg(unix)]
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Command as StdCommand, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::HeaderValue;
 use partykit_examples::chat::Chat;
-use partykit_runtime::Server;
+use partykit_examples::yjs::Document;
+use partykit_runtime::{
+    Connection, ConnectionContext, Error, Json, Message, Request, Result, Room, Server,
+    ServerError, party,
+};
+use partykit_tests::http;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// The longest a script may run before the test kills it (each script also has its own,
+/// shorter, deadline).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest the test waits for a line from a script, or for a server to start or stop.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
@@ -20,52 +49,366 @@ fn js_dir() -> PathBuf {
 fn node_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
-        if Command::new("node").arg("--version").output().is_err() {
+        if StdCommand::new("node").arg("--version").output().is_err() {
             eprintln!("SKIPPED: `node` is not installed; the npm client tests need Node.js 18+");
             return false;
         }
-        if !js_dir().join("node_modules").exists() {
-            let status = Command::new("npm")
+        if !installed() {
+            let status = StdCommand::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(js_dir())
                 .status()
                 .expect("`npm` must be installed beside `node` to install tests/js");
             assert!(status.success(), "`npm ci` failed in tests/js");
+            assert!(installed(), "`npm ci` did not install every package of tests/js");
         }
         true
     })
 }
 
-/// Serves `server` on an ephemeral port, runs `node <script> <host:port> <args…>` and
-/// asserts that it exits 0.
-async fn run_script(server: Server, script: &str, args: &[&str]) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut command = tokio::process::Command::new("node");
-    command
-        .arg(script)
-        .arg(&host)
-        .args(args)
-        .current_dir(js_dir());
-    let output = command.output().await.expect("cannot run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "{script} failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-
-    let _ = stop.send(());
-    serving.await.unwrap().unwrap();
+/// Whether every dependency of `tests/js/package.json` is in `node_modules`.
+fn installed() -> bool {
+    let manifest = std::fs::read_to_string(js_dir().join("package.json"))
+        .expect("cannot read tests/js/package.json");
+    let manifest: Value = serde_json::from_str(&manifest).expect("tests/js/package.json is JSON");
+    let dependencies = manifest["dependencies"]
+        .as_object()
+        .expect("tests/js/package.json has dependencies");
+    dependencies.keys().all(|name| {
+        js_dir()
+            .join("node_modules")
+            .join(name)
+            .join("package.json")
+            .exists()
+    })
 }
+
+// ---------------------------------------------------------------------------------------
+// Node scripts
+
+/// A running `node <script> <args…>` in `tests/js`, its stdout read line by line.
+struct NodeScript {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+    transcript: Arc<Mutex<String>>,
+}
+
+impl NodeScript {
+    fn start(script: &str, args: &[&str]) -> Self {
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(js_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot run node");
+        let transcript = Arc::new(Mutex::new(String::new()));
+        let (sender, lines) = mpsc::unbounded_channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::clone(&transcript);
+        let script_name = script.to_owned();
+        tokio::spawn(async move {
+            let mut stdout = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = stdout.next_line().await {
+                println!("[{script_name}] {line}");
+                append(&log, &line);
+                let _ = sender.send(line);
+            }
+        });
+        let log = Arc::clone(&transcript);
+        let script_name = script.to_owned();
+        tokio::spawn(async move {
+            let mut stderr = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = stderr.next_line().await {
+                eprintln!("[{script_name}] {line}");
+                append(&log, &line);
+            }
+        });
+        Self {
+            name: script.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            transcript,
+        }
+    }
+
+    /// Waits (bounded) until the script prints `wanted` on a line of its own.
+    async fn expect_line(&mut self, wanted: &str) {
+        let waiting = async {
+            while let Some(line) = self.lines.recv().await {
+                if line.trim() == wanted {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(STEP_TIMEOUT, waiting).await {
+            Ok(true) => {}
+            Ok(false) => self.fail(&format!("exited before printing {wanted:?}")).await,
+            Err(_) => {
+                let message = format!("printed no {wanted:?} within {STEP_TIMEOUT:?}");
+                self.fail(&message).await;
+            }
+        }
+    }
+
+    /// Writes `line` to the script's stdin.
+    async fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        if let Err(error) = stdin.write_all(format!("{line}\n").as_bytes()).await {
+            let message = format!("cannot be told {line:?}: {error}");
+            self.fail(&message).await;
+        }
+        let _ = stdin.flush().await;
+    }
+
+    /// Waits (bounded) for the script to exit, and fails the test unless it exited 0.
+    async fn finish(mut self) {
+        match tokio::time::timeout(SCRIPT_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => self.fail(&format!("failed ({status})")).await,
+            Ok(Err(error)) => self.fail(&format!("cannot be waited for: {error}")).await,
+            Err(_) => {
+                let message = format!("did not finish within {SCRIPT_TIMEOUT:?}");
+                self.fail(&message).await;
+            }
+        }
+    }
+
+    async fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        // Let the readers drain what the script printed last.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let transcript = self
+            .transcript
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        panic!("{} {what}; its output:\n{transcript}", self.name);
+    }
+}
+
+fn append(transcript: &Mutex<String>, line: &str) {
+    let mut transcript = transcript.lock().unwrap_or_else(PoisonError::into_inner);
+    transcript.push_str(line);
+    transcript.push('\n');
+}
+
+/// Serves `server` on an ephemeral port and runs `node <script> <host:port> <args…>` to
+/// success.
+async fn run_script(server: Server, script: &str, args: &[&str]) {
+    let served = Served::start(server, "127.0.0.1:0".parse().unwrap()).await;
+    let host = served.addr.to_string();
+    let mut all_args = vec![host.as_str()];
+    all_args.extend_from_slice(args);
+    NodeScript::start(script, &all_args).finish().await;
+    served.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+/// A server serving in this test's runtime.
+struct Served {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Served {
+    /// Binds `addr` (retrying while a previous server's socket still holds it) and
+    /// serves `server` on it.
+    async fn start(server: Server, addr: SocketAddr) -> Self {
+        let listener = bounded("binding the server's address", async {
+            loop {
+                match TcpListener::bind(addr).await {
+                    Ok(listener) => break listener,
+                    Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(error) => panic!("cannot bind {addr}: {error}"),
+                }
+            }
+        })
+        .await;
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    /// Shuts the server down (sockets close with 1001) and waits until it has stopped.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        bounded("the server to stop", self.task)
+            .await
+            .expect("the server task panicked")
+            .expect("the server failed");
+    }
+}
+
+async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP_TIMEOUT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {STEP_TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "partykit-js-{name}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("cannot create a temporary directory");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `party-server` process on an SQLite file. Killed (SIGKILL) if dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl ServerProcess {
+    async fn start(example: &str, database: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_party-server"))
+            .arg(example)
+            .arg(database)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start party-server");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        bounded("party-server to print its address", stdout.read_line(&mut line))
+            .await
+            .expect("cannot read party-server's stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("party-server printed {line:?}, not its address"))
+            .parse()
+            .expect("party-server printed a bad address");
+        Self {
+            child,
+            addr,
+            _stdout: stdout,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no last writes.
+    async fn kill(mut self) {
+        self.child.start_kill().expect("cannot send SIGKILL");
+        bounded("the killed server to exit", self.child.wait())
+            .await
+            .expect("cannot wait for the server");
+    }
+
+    /// SIGTERM: a graceful shutdown; the server must exit 0.
+    async fn terminate(mut self) {
+        let pid = self.child.id().expect("the server is running").to_string();
+        let status = StdCommand::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let status = bounded("the server to shut down", self.child.wait())
+            .await
+            .expect("cannot wait for the server");
+        assert!(status.success(), "the server exited with {status} on SIGTERM");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The party the partysocket scenarios talk to
+
+/// `/parties/echo/<room>`: sockets need `?token=let-me-in` (checked in
+/// `on_before_connect`, which passes the query it saw to `on_connect` in a header); every
+/// socket is greeted with what the server saw; text is echoed with an `echo:` prefix and
+/// binary reversed; HTTP answers what the request looked like.
+#[party(name = "echo")]
+struct Echo {
+    room: Room,
+}
+
+#[party]
+impl Echo {
+    fn new(room: Room) -> Self {
+        Echo { room }
+    }
+
+    fn on_before_connect(mut request: Request) -> Result<Request> {
+        if request.query("token").as_deref() != Some("let-me-in") {
+            return Err(Error::msg("a token is required"));
+        }
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let seen = HeaderValue::from_str(&query)?;
+        request.headers_mut().insert("x-query-seen", seen);
+        Ok(request)
+    }
+
+    fn on_connect(&mut self, connection: &Connection, ctx: &ConnectionContext) -> Result<()> {
+        let hello = json!({
+            "id": connection.id(),
+            "query": ctx.request().header("x-query-seen"),
+            "path": ctx.request().path(),
+            "connections": self.room.connection_count(),
+        });
+        connection.send(hello.to_string())?;
+        Ok(())
+    }
+
+    fn on_message(&mut self, message: Message, sender: &Connection) -> Result<()> {
+        match message {
+            Message::Binary(bytes) => sender.send(bytes.iter().rev().copied().collect::<Vec<u8>>())?,
+            Message::Text(text) => sender.send(format!("echo:{}", text.as_str()))?,
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, request: Request) -> Result<Json<Value>> {
+        Ok(Json(json!({
+            "method": request.method().as_str(),
+            "path": request.path(),
+            "query": request.uri().query(),
+            "body": request.text()?,
+            "contentType": request.header("content-type"),
+        })))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// partysocket
 
 #[tokio::test]
 async fn partysocket_chat_current_and_legacy_urls_and_fetch() {
@@ -78,4 +421,95 @@ async fn partysocket_chat_current_and_legacy_urls_and_fetch() {
         &["js-room"],
     )
     .await;
+}
+
+#[tokio::test]
+async fn partysocket_binary_frames_query_fetch_post_and_sub_path() {
+    if !node_ready() {
+        return;
+    }
+    run_script(
+        Server::new().in_memory().party::<Echo>(),
+        "partysocket.mjs",
+        &["js-echo"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn partysocket_reconnects_with_the_same_pk_after_a_server_restart() {
+    if !node_ready() {
+        return;
+    }
+    let server = || Server::new().in_memory().party::<Echo>();
+    let first = Served::start(server(), "127.0.0.1:0".parse().unwrap()).await;
+    let addr = first.addr;
+    let host = addr.to_string();
+    let mut script = NodeScript::start("partysocket-restart.mjs", &[&host, "js-restart"]);
+
+    script.expect_line("ready-for-restart").await;
+    first.stop().await;
+    // The same address again, as a restarted server would have.
+    let second = Served::start(server(), addr).await;
+    script.say("restarted").await;
+
+    script.finish().await;
+    second.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// y-partykit
+
+#[tokio::test]
+async fn y_partykit_providers_converge_share_awareness_and_sync_over_a_megabyte() {
+    if !node_ready() {
+        return;
+    }
+    // The yjs example: snapshot persistence into (here, in-memory) room storage.
+    run_script(
+        Server::new().in_memory().party::<Document>(),
+        "yjs.mjs",
+        &["js-yjs"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn y_partykit_document_survives_server_restarts() {
+    if !node_ready() {
+        return;
+    }
+    let dir = TempDir::new("yjs");
+    let database = dir.0.join("state.sqlite3");
+    let room = "js-persisted";
+    let session = |server: &ServerProcess, expected: &str, append: &str| {
+        let host = server.addr.to_string();
+        let args = [host, room.to_owned(), expected.to_owned(), append.to_owned()];
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            NodeScript::start("yjs-persist.mjs", &args).finish().await;
+        }
+    };
+
+    // Written, then the server is killed: what a second provider saw is on disk.
+    let server = ServerProcess::start("yjs", &database).await;
+    session(&server, "", "one;").await;
+    server.kill().await;
+
+    // A new server process on the same file: a new provider gets the text.
+    let server = ServerProcess::start("yjs", &database).await;
+    let text = http(server.addr, "GET", &format!("/parties/main/{room}"), &[], b"").await;
+    assert_eq!(
+        text.text(),
+        "one;",
+        "the server loaded the document after a kill"
+    );
+    session(&server, "one;", "two;").await;
+    // This time a graceful shutdown (the snapshot was compacted when the last provider
+    // left).
+    server.terminate().await;
+
+    let server = ServerProcess::start("yjs", &database).await;
+    session(&server, "one;two;", "").await;
+    server.kill().await;
 }

@@ -74,8 +74,13 @@ impl<P: Party> RoomActor<P> {
                     Ok(None) => return,
                     Err(_elapsed) => {
                         // Evicting with commits in flight would let the successor
-                        // load state older than what this room acknowledged.
-                        if self.mailbox.is_empty() && self.room.storage().is_settled() {
+                        // load state older than what this room acknowledged; evicting
+                        // before a pending alarm retry would restart its count of
+                        // attempts, retrying a failing alarm forever.
+                        if self.mailbox.is_empty()
+                            && self.room.storage().is_settled()
+                            && !self.alarm_retry_pending().await
+                        {
                             self.evict();
                             return;
                         }
@@ -300,6 +305,22 @@ impl<P: Party> RoomActor<P> {
         if let Err(error) = storage.write_alarm(next).await {
             tracing::error!(party = self.room.name(), room = self.room.id(), %error, "cannot write the alarm");
         }
+    }
+
+    /// Whether a retry of a failed `on_alarm` is still to come: the alarm stored is the
+    /// retry's. A retry replaced or deleted since is forgotten.
+    async fn alarm_retry_pending(&mut self) -> bool {
+        let Some((retry_time, _)) = self.alarm_retry else {
+            return false;
+        };
+        let pending = matches!(
+            self.room.storage().alarm_millis().await,
+            Ok(Some(current)) if current == retry_time
+        );
+        if !pending {
+            self.alarm_retry = None;
+        }
+        pending
     }
 
     async fn run_alarm(&mut self) -> Result<(), Error> {

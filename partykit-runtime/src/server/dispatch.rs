@@ -9,7 +9,7 @@ use axum::extract::{FromRequestParts, State, WebSocketUpgrade};
 use axum::response::IntoResponse;
 use axum::routing::any;
 use bytes::Bytes;
-use http::{StatusCode, header};
+use http::{Method, StatusCode, header};
 use tokio::sync::oneshot;
 
 use super::routing::{self, Target};
@@ -35,7 +35,16 @@ pub(super) fn router(app: Arc<App>) -> axum::Router {
 async fn dispatch(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
     let path = request.uri().path().to_owned();
     match routing::parse(&path) {
-        Some(Target { party, room }) => to_party(&app, party, room, request).await,
+        Some(Target { party, room }) => {
+            // partyserver's `cors` (SPEC §11): a known party's preflights are answered
+            // before its hooks; its non-WebSocket responses, errors included, get the
+            // headers.
+            match app.cors.get(party).filter(|_| !is_upgrade(&request)) {
+                Some(cors) if request.method() == Method::OPTIONS => cors.preflight(),
+                Some(cors) => cors.apply(to_party(&app, party, room, request).await),
+                None => to_party(&app, party, room, request).await,
+            }
+        }
         None => outside_parties(&app, request).await,
     }
 }
@@ -48,6 +57,7 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
         id: room.to_owned(),
         party: entry.party.name(),
         env: app.env.clone(),
+        parties: app.parties(),
     };
     if is_upgrade(&request) {
         let (mut parts, _body) = request.into_parts();
@@ -102,22 +112,22 @@ async fn connect(
     }
     let id = match request.query("_pk") {
         Some(id) if !id.is_empty() => id.into_owned(),
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => crate::connection::new_id(),
     };
     let limits = &app.limits;
     let (connection, outlet) = Connection::new(id, request.url(), limits.max_outbound_buffer);
     let session = socket::Session {
         connection,
         outlet,
-        ctx: ConnectionContext { request },
         rooms: Arc::clone(&entry.rooms),
         room: room.to_owned(),
         stopping: app.stopping.clone(),
     };
+    let ctx = ConnectionContext { request };
     let sockets = app.sockets.clone();
     socket::configure(upgrade, limits)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |websocket| sockets.track_future(session.run(websocket)))
+        .on_upgrade(move |websocket| sockets.track_future(session.run(websocket, ctx)))
 }
 
 async fn outside_parties(app: &App, request: axum::extract::Request) -> Response {
@@ -125,6 +135,7 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
     let handlers = main.map(|entry| entry.party.handlers()).unwrap_or_default();
     let lobby = FetchLobby {
         env: app.env.clone(),
+        parties: app.parties(),
     };
     if let Some(main) = main.filter(|_| handlers.on_socket && is_upgrade(&request)) {
         let (mut parts, _body) = request.into_parts();
@@ -148,17 +159,15 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         Ok(request) => request,
         Err(response) => return response,
     };
-    let Some(main) = main else {
-        return not_found();
-    };
-    if handlers.on_cron && request.path() == "/__scheduled__" {
+    if let Some(main) = main
+        && handlers.on_cron
+        && request.path() == "/__scheduled__"
+    {
         let name = request
             .query("cron")
             .map(|name| name.into_owned())
             .unwrap_or_default();
-        // Schedules are not configured in this version, so every name runs with
-        // PartyKit's default expression for an unknown name.
-        let expression = "* * * * *".to_owned();
+        let expression = app.crons.expression_of(&name).to_owned();
         let cron = Cron {
             name: name.clone(),
             cron: expression.clone(),
@@ -166,18 +175,34 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         };
         let lobby = CronLobby {
             env: app.env.clone(),
+            parties: app.parties(),
         };
         return match main.party.cron(cron, &lobby).await {
             Ok(()) => (StatusCode::OK, format!("ran cron {name}: {expression}")).into_response(),
             Err(error) => internal(&error),
         };
     }
-    if handlers.on_fetch {
+    // SPEC §1.2 steps 2 and 4: a static asset shadows `on_fetch`.
+    if let Some(assets) = &app.assets
+        && let Some(response) = assets.serve(&request).await
+    {
+        return response;
+    }
+    let head = request.method() == Method::HEAD;
+    if let Some(main) = main
+        && handlers.on_fetch
+    {
         match main.party.fetch(request, &lobby).await {
             Ok(Some(response)) => return response,
             Ok(None) => {}
             Err(error) => return internal(&error),
         }
+    }
+    // Step 6: the `404.html` asset, with status 404.
+    if let Some(assets) = &app.assets
+        && let Some(response) = assets.not_found(head).await
+    {
+        return response;
     }
     not_found()
 }

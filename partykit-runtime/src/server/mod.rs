@@ -1,5 +1,7 @@
 //! Assembling parties into a server: the builder, the router, listening and shutdown.
 
+mod assets;
+mod cors;
 mod dispatch;
 mod party_type;
 mod routing;
@@ -18,13 +20,15 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cors::Cors;
 pub(crate) use party_type::PartyType;
 use party_type::Typed;
 
 use crate::alarms::AlarmClock;
+use crate::cron::{CronError, Crons};
 use crate::room::{Rooms, Services};
 use crate::storage::{Backend, BackendError, MemoryBackend, SqliteBackend};
-use crate::{Env, Limits, Party};
+use crate::{Cron, CronLobby, Env, Limits, Party};
 
 /// The environment variable that overrides the host [`Server::run`] binds to.
 pub const HOST_VAR: &str = "PARTYKIT_HOST";
@@ -59,6 +63,10 @@ pub struct Server {
     vars: Vec<(String, Value)>,
     limits: Limits,
     storage: StorageChoice,
+    env_file: crate::env::EnvFile,
+    assets: assets::Config,
+    cors: Vec<(String, Cors)>,
+    crons: Vec<(String, String)>,
 }
 
 enum StorageChoice {
@@ -75,7 +83,46 @@ impl Server {
             vars: Vec::new(),
             limits: Limits::default(),
             storage: StorageChoice::File(PathBuf::from(crate::storage::DEFAULT_PATH)),
+            env_file: crate::env::EnvFile::Default,
+            assets: assets::Config::default(),
+            cors: Vec::new(),
+            crons: Vec::new(),
         }
+    }
+
+    /// Declares a cron schedule: the main party's `on_cron` runs at every minute the
+    /// five-field `expression` matches, in UTC (PartyKit's `crons` config). `GET
+    /// /__scheduled__?cron=<name>` runs it at once, for testing. An invalid expression
+    /// makes the server refuse to start with [`ServerError::InvalidCron`].
+    ///
+    /// ```no_run
+    /// use partykit_runtime::{party, Cron, CronLobby, Server};
+    ///
+    /// #[party]
+    /// #[derive(Default)]
+    /// struct Main;
+    ///
+    /// #[party]
+    /// impl Main {
+    ///     async fn on_cron(cron: Cron, _lobby: &CronLobby) {
+    ///         println!("{} ran at {:?}", cron.name(), cron.scheduled_time());
+    ///     }
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), partykit_runtime::ServerError> {
+    ///     Server::new()
+    ///         .party::<Main>()
+    ///         .cron("hourly-cleanup", "0 * * * *")
+    ///         .cron("weekday-report", "30 9 * * MON-FRI")
+    ///         .run()
+    ///         .await
+    /// }
+    /// ```
+    #[must_use]
+    pub fn cron(mut self, name: impl Into<String>, expression: impl Into<String>) -> Self {
+        self.crons.push((name.into(), expression.into()));
+        self
     }
 
     /// Adds party `P`, served at `/parties/<P::NAME>/<room>` (and `/party/<room>` for
@@ -86,10 +133,72 @@ impl Server {
         self
     }
 
-    /// Sets a project variable, visible as `room.env()`. Any JSON value.
+    /// Sets a project variable, visible as `room.env()` and `lobby.env()`. Any JSON
+    /// value.
+    ///
+    /// Variables also come from the `.env` file ([`env_file`](Self::env_file)) and from
+    /// `PARTYKIT_VAR_<NAME>` process variables; a `var` wins over both, as PartyKit's
+    /// `--var` flag won over `.env`. For a default that the environment may override,
+    /// read it with a fallback instead: `env.get("X").unwrap_or(&default)`. See [`Env`].
+    ///
+    /// ```no_run
+    /// use partykit_runtime::{party, Room, Server};
+    ///
+    /// #[party]
+    /// struct Main {
+    ///     room: Room,
+    /// }
+    ///
+    /// #[party]
+    /// impl Main {
+    ///     fn new(room: Room) -> Self {
+    ///         // `.env` has `MAX_PLAYERS=8`: a JSON number.
+    ///         let max = room.env().get("MAX_PLAYERS").and_then(|v| v.as_u64());
+    ///         let region = room.env().get_str("REGION"); // from `var` below
+    ///         println!("{max:?} {region:?}");
+    ///         Main { room }
+    ///     }
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), partykit_runtime::ServerError> {
+    ///     Server::new().party::<Main>().var("REGION", "eu").run().await
+    /// }
+    /// ```
     #[must_use]
     pub fn var(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         self.vars.push((name.into(), value.into()));
+        self
+    }
+
+    /// Reads project variables from `path` instead of `.env` in the current directory.
+    /// A missing file is not an error (a warning is logged); a malformed line makes the
+    /// server refuse to start with [`ServerError::EnvFile`], naming the file and line.
+    ///
+    /// The format is dotenv's: `NAME=value` lines, `export NAME=value` too, `#` comments
+    /// and blank lines; `"double"` quotes (with `\n`, `\t`, `\"`, `\\` escapes) or
+    /// `'single'` quotes (literal) make a string; a bare value is JSON if it is JSON, else
+    /// a string, with a trailing ` # comment` removed. See [`Env`] for how variables
+    /// combine.
+    ///
+    /// ```text
+    /// # .env
+    /// API_URL=https://api.example.com   # a string
+    /// MAX_PLAYERS=8                     # a number
+    /// FEATURES={"chat": true}           # an object
+    /// VERSION="1.0"                     # a string, quoted
+    /// ```
+    #[must_use]
+    pub fn env_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.env_file = crate::env::EnvFile::Chosen(path.into());
+        self
+    }
+
+    /// Reads no `.env` file (`PARTYKIT_VAR_*` process variables and [`var`](Self::var)
+    /// still apply).
+    #[must_use]
+    pub fn no_env_file(mut self) -> Self {
+        self.env_file = crate::env::EnvFile::Off;
         self
     }
 
@@ -190,7 +299,9 @@ impl Server {
 
     fn build(self, stopping: CancellationToken, sockets: TaskTracker) -> Result<App, ServerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
-        let env: Env = self.vars.into_iter().collect();
+        let env = crate::env::load(&self.env_file, self.vars)?;
+        let crons = Arc::new(Crons::parse(self.crons).map_err(ServerError::InvalidCron)?);
+        let assets = assets::Assets::open(self.assets)?;
         let limits = Arc::new(self.limits.clone());
         let backend: Arc<dyn Backend> = match self.storage {
             StorageChoice::File(path) => {
@@ -199,11 +310,13 @@ impl Server {
             StorageChoice::Backend(backend) => backend,
         };
         let (alarms, clock) = AlarmClock::new();
+        let directory = Arc::new(crate::parties::Directory::default());
         let services = Arc::new(Services {
             env: env.clone(),
             limits: self.limits,
             backend: Arc::clone(&backend),
             alarms: alarms.clone(),
+            parties: Arc::clone(&directory),
         });
         let mut parties = HashMap::new();
         for party in self.parties {
@@ -216,10 +329,12 @@ impl Server {
                 return Err(ServerError::DuplicateParty(name));
             }
         }
-        let directories = parties
+        let cors = cors::policies(self.cors, &parties)?;
+        let directories: HashMap<&'static str, Arc<Rooms>> = parties
             .iter()
             .map(|(name, entry)| (*name, Arc::clone(&entry.rooms)))
             .collect();
+        directory.fill(directories.clone());
         runtime.spawn(clock.run(directories));
         // Alarms stored before a restart: those due meanwhile fire at once.
         runtime.spawn(async move {
@@ -241,8 +356,46 @@ impl Server {
                 );
             }
         }
+        let main_crons = parties
+            .get("main")
+            .map(|entry| entry.party.clone())
+            .filter(|main| main.handlers().on_cron);
+        match main_crons {
+            Some(main) if !crons.is_empty() => {
+                let crons = Arc::clone(&crons);
+                let lobby = CronLobby {
+                    env: env.clone(),
+                    parties: crate::parties::Parties::new(Arc::clone(&directory), None),
+                };
+                runtime.spawn(async move {
+                    crons
+                        .run(|name, cron, scheduled_time| {
+                            let (main, lobby) = (Arc::clone(&main), lobby.clone());
+                            tokio::spawn(async move {
+                                let cron = Cron {
+                                    name,
+                                    cron,
+                                    scheduled_time,
+                                };
+                                if let Err(error) = main.cron(cron, &lobby).await {
+                                    tracing::warn!(%error, "on_cron failed");
+                                }
+                            });
+                        })
+                        .await;
+                });
+            }
+            None if !crons.is_empty() => tracing::warn!(
+                "cron schedules are declared but the main party has no on_cron: they will not run"
+            ),
+            _ => {}
+        }
         Ok(App {
             parties,
+            crons,
+            assets,
+            cors,
+            directory,
             env,
             limits,
             stopping,
@@ -275,6 +428,8 @@ pub enum ServerError {
     DuplicateParty(&'static str),
     /// A party's name does not match `^[a-z0-9_-]+$`.
     InvalidPartyName(&'static str),
+    /// A cron expression given to [`Server::cron`] does not parse.
+    InvalidCron(CronError),
     /// `PARTYKIT_HOST` / `PARTYKIT_PORT` do not form an address.
     InvalidAddress(String),
     /// The address could not be bound.
@@ -285,6 +440,37 @@ pub enum ServerError {
     Storage(BackendError),
     /// The server was built outside a Tokio runtime.
     NoRuntime,
+    /// A line of the project variables file ([`Server::env_file`], `.env` by default)
+    /// is malformed.
+    EnvFile {
+        /// The file.
+        path: PathBuf,
+        /// The line's number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The project variables file exists but cannot be read.
+    ReadEnvFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The directory of [`Server::serve_dir`] is missing, unreadable or not a directory.
+    Assets {
+        /// The directory, as given.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A [`Server::cors`] setting names no party of the server, or has an invalid header.
+    Cors {
+        /// The party name given.
+        party: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -294,6 +480,7 @@ impl fmt::Display for ServerError {
                 f,
                 "two parties are named `{name}`: give one another name with #[party(name = \"…\")]"
             ),
+            Self::InvalidCron(error) => write!(f, "{error}"),
             Self::InvalidPartyName(name) => write!(
                 f,
                 "party name `{name}` is invalid: use lowercase letters, digits, `_` and `-`"
@@ -305,6 +492,28 @@ impl fmt::Display for ServerError {
             Self::NoRuntime => f.write_str(
                 "the server must be built inside a Tokio runtime (e.g. in `#[tokio::main]`)",
             ),
+            Self::EnvFile {
+                path,
+                line,
+                message,
+            } => write!(
+                f,
+                "malformed project variables file {}, line {line}: {message}",
+                path.display()
+            ),
+            Self::ReadEnvFile { path, error } => write!(
+                f,
+                "cannot read project variables from {}: {error}",
+                path.display()
+            ),
+            Self::Assets { path, error } => write!(
+                f,
+                "cannot serve static assets from {}: {error}",
+                path.display()
+            ),
+            Self::Cors { party, message } => {
+                write!(f, "invalid CORS setting for party `{party}`: {message}")
+            }
         }
     }
 }
@@ -314,6 +523,7 @@ impl std::error::Error for ServerError {
         match self {
             Self::Bind(error) | Self::Serve(error) => Some(error),
             Self::Storage(error) => Some(error),
+            Self::ReadEnvFile { error, .. } | Self::Assets { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -326,6 +536,13 @@ pub(crate) struct PartyEntry {
 
 pub(crate) struct App {
     pub(crate) parties: HashMap<&'static str, PartyEntry>,
+    pub(crate) crons: Arc<Crons>,
+    /// The static assets of `serve_dir`, if any.
+    pub(crate) assets: Option<assets::Assets>,
+    /// The parties with CORS on.
+    pub(crate) cors: HashMap<&'static str, cors::Policy>,
+    /// What lobbies hand to hooks as `parties()`.
+    pub(crate) directory: Arc<crate::parties::Directory>,
     pub(crate) env: Env,
     pub(crate) limits: Arc<Limits>,
     pub(crate) stopping: CancellationToken,
@@ -333,6 +550,11 @@ pub(crate) struct App {
 }
 
 impl App {
+    /// The parties as hooks see them: no room of theirs waits on the calls.
+    pub(crate) fn parties(&self) -> crate::parties::Parties {
+        crate::parties::Parties::new(Arc::clone(&self.directory), None)
+    }
+
     fn router(self) -> axum::Router {
         dispatch::router(Arc::new(self))
     }

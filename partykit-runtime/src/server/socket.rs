@@ -72,14 +72,6 @@ impl Session {
             close(&mut socket, close_code::INTERNAL_ERROR, &reason).await;
             return;
         }
-        {
-            let f = self.pump(&mut socket); eprintln!("TMPPUMP {}", std::mem::size_of_val(&f)); drop(f);
-            let f = self.stopping.cancelled(); eprintln!("TMPCANCEL {}", std::mem::size_of_val(&f)); drop(f);
-            let f = self.connection.aborted(); eprintln!("TMPABORT {}", std::mem::size_of_val(&f)); drop(f);
-            let f = socket.recv(); eprintln!("TMPRECV {}", std::mem::size_of_val(&f)); drop(f);
-            eprintln!("TMPSOCKET {}", std::mem::size_of_val(&socket));
-            eprintln!("TMPSESSION {}", std::mem::size_of_val(&self));
-        }
         let end = self.pump(&mut socket).await;
         self.connection.mark_closed();
         let error = match end {
@@ -124,14 +116,14 @@ impl Session {
                         Some(Ok(Frame::Close(_))) => {
                             // Send the close reply tungstenite queued, before the socket
                             // is dropped: the peer's closing handshake completes.
-                            let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, socket.flush())).await;
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
                             return End::Closed;
                         }
                         None => return End::Closed,
                         Some(Err(error)) => return self.read_failed(socket, error).await,
                     };
                     let event = Event::Message { connection: self.connection.clone(), message };
-                    Box::pin(self.rooms.send(&self.room, event)).await;
+                    self.rooms.send(&self.room, event).await;
                 }
             }
         }
@@ -200,9 +192,6 @@ impl Session {
 /// short chance to go out and the peer's answer is not awaited; the room hears of the
 /// close at once.
 async fn abandon(socket: &mut WebSocket) {
-    Box::pin(abandon_inner(socket)).await
-}
-async fn abandon_inner(socket: &mut WebSocket) {
     let frame = CloseFrame {
         code: close_code::POLICY_VIOLATION,
         reason: "outbound queue limit exceeded".into(),
@@ -220,9 +209,6 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 }
 
 async fn finish_close(socket: &mut WebSocket, frame: CloseFrame) {
-    Box::pin(finish_close_inner(socket, frame)).await
-}
-async fn finish_close_inner(socket: &mut WebSocket, frame: CloseFrame) {
     let handshake = async {
         if socket.send(Frame::Close(Some(frame))).await.is_err() {
             return;

@@ -1,13 +1,13 @@
 //! A server process for tests that need a real process (SIGKILL, restarts).
 //!
 //! `party-server <example> <database>`: serves the named example party
-//! (`chat`, `counter`, `reminders`) on `127.0.0.1:0` with its storage in the SQLite file
-//! `<database>`, prints `listening on <addr>` on stdout once it accepts connections, and
-//! runs until SIGINT or SIGTERM (or SIGKILL).
+//! (`chat`, `counter`, `reminders`, `yjs`) on `127.0.0.1:0` with its storage in the
+//! SQLite file `<database>`, prints `listening on <addr>` on stdout once it accepts
+//! connections, and runs until SIGINT or SIGTERM (or SIGKILL).
 
 use std::io::Write;
 
-use partykit_examples::{chat::Chat, counter::Counter, reminders::Reminders};
+use partykit_examples::{chat::Chat, counter::Counter, reminders::Reminders, yjs::Document};
 use partykit_runtime::{Server, shutdown_signal};
 use tokio::net::TcpListener;
 
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(example), Some(database)) = (args.next(), args.next()) else {
-        eprintln!("usage: party-server <chat|counter|reminders> <database>");
+        eprintln!("usage: party-server <chat|counter|reminders|yjs> <database>");
         std::process::exit(2);
     };
     let server = Server::new().persist(database);
@@ -23,6 +23,7 @@ async fn main() {
         "chat" => server.party::<Chat>(),
         "counter" => server.party::<Counter>(),
         "reminders" => server.party::<Reminders>(),
+        "yjs" => server.party::<Document>(),
         other => {
             eprintln!("unknown example {other:?}");
             std::process::exit(2);
