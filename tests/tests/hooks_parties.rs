@@ -505,12 +505,22 @@ impl Target {
         Ok(())
     }
 
-    fn on_message(&mut self, message: Message, sender: &Connection) -> Result<()> {
+    async fn on_message(&mut self, message: Message, sender: &Connection) -> Result<()> {
         let text = message.as_text().unwrap_or("(binary)");
         record(
             self.room.env(),
             format!("target message {} {text}", self.room.id()),
         );
+        // `call <party> <room>`: call that room back while it may be waiting for us.
+        if let Some(back) = text.strip_prefix("call ") {
+            let (party, room) = back.split_once(' ').unwrap_or((back, ""));
+            let answer = match stub(&self.room, party, room)?.fetch("/leaf", get()).await {
+                Ok(response) => format!("target call answered {}", described(response).await),
+                Err(error) => failure("target call", &error),
+            };
+            sender.send(answer)?;
+            return Ok(());
+        }
         sender.send(format!("target got {text}"))?;
         Ok(())
     }
@@ -602,11 +612,24 @@ async fn call(room: &Room, request: &Request) -> Result<String> {
         "socket" => {
             let mut socket = stub(room, "target", "t2")?.socket("/chat?x=1").await?;
             let mut transcript = vec![format!("id {}", socket.id())];
-            transcript.push(socket.recv().await.map(text).unwrap_or_default());
+            transcript.push(socket.recv().await?.map(text).unwrap_or_default());
             socket.send("ping").await?;
-            transcript.push(socket.recv().await.map(text).unwrap_or_default());
+            transcript.push(socket.recv().await?.map(text).unwrap_or_default());
             socket.close().await;
             transcript.join("\n")
+        }
+        // Waits on a socket for a room that calls back here: one of the two waits must
+        // fail with 508 (whichever closes the cycle), and the request completes.
+        "socket-cycle" => {
+            let mut socket = stub(room, "target", "t3")?.socket("").await?;
+            socket.recv().await?; // the greeting
+            socket
+                .send(format!("call {} {}", room.name(), room.id()))
+                .await?;
+            match socket.recv().await {
+                Ok(answer) => answer.map(text).unwrap_or_default(),
+                Err(error) => failure("socket wait", &error),
+            }
         }
         // Waits for `peer`, which calls back here: the inner call must fail with 508.
         "cycle" => {
@@ -839,6 +862,17 @@ async fn rooms_waiting_for_each_other_in_a_cycle_fail_fast_with_508() {
             response.text().starts_with("self call failed: 508 "),
             "{caller}: {}",
             response.text()
+        );
+        // Waiting on a stub socket counts as waiting too.
+        let response = server
+            .get(&format!("/parties/{caller}/a/socket-cycle"))
+            .await;
+        assert_eq!(response.status, 200, "{caller}: {}", response.text());
+        let text = response.text();
+        assert!(
+            text.starts_with("target call failed: 508 ")
+                || text.starts_with("socket wait failed: 508 "),
+            "{caller}: {text}"
         );
         // The waits ended with the calls: b calling a is fine now.
         let response = server

@@ -137,7 +137,9 @@ impl PartyRooms {
 
 impl fmt::Debug for PartyRooms {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PartyRooms").field("name", &self.name).finish()
+        f.debug_struct("PartyRooms")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -154,9 +156,11 @@ impl RoomStub {
     /// `/parties/<party>/<room><path>`. The `on_before_request` hook is not run.
     pub async fn fetch(&self, path: &str, mut request: Request) -> Result<Response, Error> {
         let target = self.target(path)?;
-        request.set_uri(target.parse().map_err(|error| {
-            Error::msg(format!("cannot call {target}: {error}"))
-        })?);
+        request.set_uri(
+            target
+                .parse()
+                .map_err(|error| Error::msg(format!("cannot call {target}: {error}")))?,
+        );
         if !self.party.rooms.handlers().on_request {
             return Ok(Error::msg("No onRequest handler").into_response());
         }
@@ -178,7 +182,10 @@ impl RoomStub {
     pub async fn socket(&self, path: &str) -> Result<StubSocket, Error> {
         let target = self.target(path)?;
         let _waiting = self.wait()?;
-        StubSocket::open(Arc::clone(&self.party.rooms), &self.room, &target).await
+        let socket = StubSocket::open(Arc::clone(&self.party.rooms), &self.room, &target).await?;
+        // Awaiting a message from the room is a wait on it too.
+        let stub = self.clone();
+        Ok(socket.with_waits(move || stub.wait()))
     }
 
     fn target(&self, path: &str) -> Result<String, Error> {

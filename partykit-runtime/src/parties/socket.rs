@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::ws::Message as Frame;
 use tokio::sync::oneshot;
 
+use super::waits::Waiting;
 use crate::connection::{Outbound, Outlet, new_id};
 use crate::room::{Event, Rooms};
 use crate::{Connection, ConnectionContext, Error, Message, Request};
@@ -15,6 +16,8 @@ use crate::{Connection, ConnectionContext, Error, Message, Request};
 ///
 /// Dropping it closes the connection.
 pub struct StubSocket {
+    /// Records, while `recv` waits, that the calling room waits for the target room.
+    waits: Option<Box<WaitFn>>,
     connection: Connection,
     outlet: Outlet,
     rooms: Arc<Rooms>,
@@ -42,12 +45,21 @@ impl StubSocket {
             .await
             .map_err(|_| Error::msg("the room stopped before accepting the connection"))??;
         Ok(Self {
+            waits: None,
             connection,
             outlet,
             rooms,
             room: room.to_owned(),
             closed: false,
         })
+    }
+
+    pub(super) fn with_waits(
+        mut self,
+        waits: impl Fn() -> Result<Option<Waiting>, Error> + Send + Sync + 'static,
+    ) -> Self {
+        self.waits = Some(Box::new(waits));
+        self
     }
 
     /// The connection's id, as the room sees it.
@@ -69,7 +81,18 @@ impl StubSocket {
     }
 
     /// The next message from the room; `None` once the room closed the connection.
-    pub async fn recv(&mut self) -> Option<Message> {
+    ///
+    /// Fails with 508 if waiting would deadlock: the room being waited for is itself
+    /// (directly or through others) waiting for the caller's room.
+    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        let _waiting = match &self.waits {
+            Some(waits) => waits()?,
+            None => None,
+        };
+        Ok(self.next().await)
+    }
+
+    async fn next(&mut self) -> Option<Message> {
         loop {
             match self.outlet.frames.recv().await? {
                 Outbound::Frame(frame) => {
@@ -119,12 +142,20 @@ impl Drop for StubSocket {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 rooms
-                    .send(&room, Event::Closed { connection, error: None })
+                    .send(
+                        &room,
+                        Event::Closed {
+                            connection,
+                            error: None,
+                        },
+                    )
                     .await;
             });
         }
     }
 }
+
+type WaitFn = dyn Fn() -> Result<Option<Waiting>, Error> + Send + Sync;
 
 impl fmt::Debug for StubSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -45,7 +45,11 @@ impl WaitGraph {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let mut edges = self.graph.edges.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut edges = self
+            .graph
+            .edges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(targets) = edges.get_mut(&self.from) {
             if let Some(index) = targets.iter().position(|target| *target == self.to) {
                 targets.swap_remove(index);
