@@ -55,7 +55,9 @@ impl Args {
         let path = meta.path();
         let key = path.get_ident().map(ToString::to_string);
         match key.as_deref() {
-            Some(key @ ("name" | "crate" | "hibernate")) if seen.iter().any(|earlier| earlier == key) => {
+            Some(key @ ("name" | "crate" | "hibernate"))
+                if seen.iter().any(|earlier| earlier == key) =>
+            {
                 errors.error(
                     path,
                     format!("`{key}` is given twice; keep one (`#[party]` accepts {VALID_ARGS})"),

@@ -127,10 +127,10 @@ pub use error::{Error, Result};
 pub use limits::Limits;
 pub use lobby::{Before, Cron, CronLobby, FetchLobby, FetchSocket, Lobby};
 pub use message::{Message, Utf8Bytes};
+pub use parties::Context;
 pub use party::{Handlers, Party, PartyOptions};
 pub use partykit_macros::party;
 pub use request::{Request, RequestBuilder};
-pub use parties::Context;
 pub use room::Room;
 pub use server::{
     Cors, DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env, shutdown_signal,

@@ -110,7 +110,11 @@ impl<P: Party> RoomActor<P> {
     /// Drops the user's value (and the storage cache, once written) while the sockets
     /// stay open; the next event rebuilds it with `new` and `on_start`.
     fn hibernate(&mut self) {
-        tracing::debug!(party = self.room.name(), room = self.room.id(), "hibernating");
+        tracing::debug!(
+            party = self.room.name(),
+            room = self.room.id(),
+            "hibernating"
+        );
         self.party = None;
         self.started = false;
         self.room.storage().unload();

@@ -157,7 +157,10 @@ mod tests {
             .apply(state(7, 1, r#"{"user":"ada"}"#), &mut controlled)
             .unwrap()
             .unwrap();
-        assert_eq!(change.clients[&ClientID::new(7)].json.as_ref(), r#"{"user":"ada"}"#);
+        assert_eq!(
+            change.clients[&ClientID::new(7)].json.as_ref(),
+            r#"{"user":"ada"}"#
+        );
         assert!(controlled.contains(&ClientID::new(7)));
         assert_eq!(presence.states().unwrap().unwrap().clients.len(), 1);
 

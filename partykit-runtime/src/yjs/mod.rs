@@ -185,8 +185,7 @@ impl Persistence {
     }
 }
 
-type LoadFn =
-    Box<dyn Fn() -> BoxFuture<'static, Result<Option<yrs::Doc>>> + Send + Sync + 'static>;
+type LoadFn = Box<dyn Fn() -> BoxFuture<'static, Result<Option<yrs::Doc>>> + Send + Sync + 'static>;
 
 /// How a [`YDoc`] behaves: y-partykit's `onConnect` options, as a builder.
 ///
@@ -534,7 +533,10 @@ impl YDoc {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn edit<R>(&mut self, change: impl FnOnce(&mut yrs::TransactionMut<'_>) -> R) -> Result<R> {
+    pub async fn edit<R>(
+        &mut self,
+        change: impl FnOnce(&mut yrs::TransactionMut<'_>) -> R,
+    ) -> Result<R> {
         self.load().await?;
         let result = {
             let mut txn = self.doc.transact_mut();

@@ -263,7 +263,10 @@ mod tests {
         let store = Store::new(storage.clone(), "doc");
         let doc = yrs::Doc::new();
         assert_eq!(store.store_update(&insert(&doc, "world")).await.unwrap(), 0);
-        assert_eq!(store.store_update(&insert(&doc, "hello ")).await.unwrap(), 1);
+        assert_eq!(
+            store.store_update(&insert(&doc, "hello ")).await.unwrap(),
+            1
+        );
         // Over 128 KiB: three values under one clock.
         let big = "x".repeat(300_000);
         assert_eq!(store.store_update(&insert(&doc, &big)).await.unwrap(), 2);
@@ -289,7 +292,10 @@ mod tests {
         // Snapshot: one update at the next clock, the old ones gone.
         store.compact(0, 0).await.unwrap();
         let keys = keys(&storage).await;
-        assert!(keys[0].starts_with(r##""v1"#"doc"#"update"#000000003#"##), "{keys:?}");
+        assert!(
+            keys[0].starts_with(r##""v1"#"doc"#"update"#000000003#"##),
+            "{keys:?}"
+        );
         assert_eq!(keys.last().unwrap(), r##""v1_sv"#"doc"#000"##);
         let updates = store.updates().await.unwrap();
         assert_eq!(updates.len(), 1);

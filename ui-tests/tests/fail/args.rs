@@ -58,4 +58,25 @@ struct NameOnImpl;
 #[party(name = "name-on-impl")]
 impl NameOnImpl {}
 
+#[party(hibernate = true)]
+#[derive(Default)]
+struct HibernateWithValue;
+
+#[party]
+impl HibernateWithValue {}
+
+#[party(hibernate, hibernate)]
+#[derive(Default)]
+struct RepeatedHibernate;
+
+#[party]
+impl RepeatedHibernate {}
+
+#[party]
+#[derive(Default)]
+struct HibernateOnImpl;
+
+#[party(hibernate)]
+impl HibernateOnImpl {}
+
 fn main() {}

@@ -107,7 +107,26 @@ mod nested {
     }
 }
 
+/// `hibernate` alone, and beside the other arguments.
+#[party(hibernate)]
+#[derive(Default)]
+struct Sleepy;
+
+#[party]
+impl Sleepy {}
+
+#[party(name = "sleepy-named", hibernate, crate = "partykit_runtime")]
+#[derive(Default)]
+struct SleepyNamed;
+
+#[party(crate = "partykit_runtime")]
+impl SleepyNamed {}
+
 fn main() {
+    assert!(<Sleepy as Party>::OPTIONS.hibernate);
+    assert!(<SleepyNamed as Party>::OPTIONS.hibernate);
+    assert_eq!(<SleepyNamed as Party>::NAME, "sleepy-named");
+    assert!(!<WithNew as Party>::OPTIONS.hibernate);
     assert_eq!(<WithNew as Party>::NAME, "with-new");
     assert_eq!(<WithoutRoom as Party>::NAME, "without_room");
     assert_eq!(<FromDefault as Party>::NAME, "from-default-2");

@@ -7,6 +7,7 @@ use partykit_runtime::{Connection, Error, Room};
 
 fn methods(room: &Room, connection: &Connection) -> Result<(), Error> {
     let _ = room.connections();
+    let _ = room.parties();
     let _ = connection.socket();
     connection.serialize_attachment(&1)?;
     let _: Option<u32> = connection.deserialize_attachment()?;
@@ -24,6 +25,8 @@ fn types(
     _request: old::PartyRequest,
     _lobby: &old::PartyLobby,
     _fetch_lobby: &old::PartyFetchLobby,
+    _stub: &old::PartyStub,
+    _context: &old::PartyContext,
 ) {
 }
 
