@@ -307,7 +307,11 @@ pub async fn run_traffic(
     };
     let mut failure = None;
     for sender in senders {
-        match sender.await.map_err(|error| error.to_string()).and_then(|r| r) {
+        match sender
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|r| r)
+        {
             Ok(sent) => outcome.sent += sent,
             Err(error) => {
                 failure.get_or_insert(error);
@@ -317,7 +321,11 @@ pub async fn run_traffic(
     tokio::time::sleep(TAIL).await;
     stop.cancel();
     for reader in readers {
-        match reader.await.map_err(|error| error.to_string()).and_then(|r| r) {
+        match reader
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|r| r)
+        {
             Ok(received) => {
                 outcome.delivered += received.delivered;
                 outcome.latencies_ns.extend(received.latencies_ns);

@@ -74,7 +74,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
-    text.parse().map_err(|_| format!("{text:?} is not a number"))
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number"))
 }
 
 fn main() -> ExitCode {
@@ -127,6 +128,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let autogroup_before = measure::autogroup_nice();
     let options = Options {
         exe,
         repetitions: args.repetitions,
@@ -145,6 +147,9 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let results = bench::run_suite(&suite, &options, |line| eprintln!("{line}"));
     eprintln!("suite took {:.0} s\n", started.elapsed().as_secs_f64());
+    if options.nice.is_some() {
+        restore_priority(autogroup_before);
+    }
     println!("{}", report::heading(&machine, &options));
     println!("{}", report::table(&results));
     let machine_line = serde_json::json!({ "machine": machine, "pinning": options.pinning });
@@ -164,16 +169,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// The nice value the bench and its servers run at (unless `--no-nice`).
+const NICE: i32 = -10;
+
 /// Runs the bench, and so the servers it starts, at nice -10 so that other work on the
-/// machine disturbs the figures less. `None` (with a warning) when not allowed.
+/// machine disturbs the figures less: the process's own value, and its autogroup's
+/// (restored by [`restore_priority`]). `None` (with a warning) when not allowed.
 fn raise_priority() -> Option<i32> {
-    const NICE: i32 = -10;
-    match measure::renice(std::process::id(), NICE) {
-        Ok(()) => Some(NICE),
-        Err(error) => {
-            eprintln!("warning: cannot raise the bench's priority ({error})");
-            None
-        }
+    if let Err(error) = measure::renice(std::process::id(), NICE) {
+        eprintln!("warning: cannot raise the bench's priority ({error})");
+        return None;
+    }
+    if measure::autogroup_nice().is_some()
+        && let Err(error) = measure::set_autogroup_nice(NICE)
+    {
+        eprintln!("warning: cannot raise the bench's autogroup priority ({error})");
+    }
+    Some(NICE)
+}
+
+/// Puts the autogroup's nice value back as it was before the run.
+fn restore_priority(autogroup_before: Option<i32>) {
+    if let Some(nice) = autogroup_before {
+        let _ = measure::set_autogroup_nice(nice);
     }
 }
 

@@ -68,7 +68,11 @@ fn status_field(pid: u32, name: &str) -> Result<String, String> {
 /// Parses a kernel CPU list such as `0-3,6`.
 pub fn parse_cpu_list(list: &str) -> Vec<usize> {
     let mut cpus = Vec::new();
-    for part in list.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+    for part in list
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
         match part.split_once('-') {
             Some((first, last)) => {
                 if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
@@ -115,6 +119,24 @@ pub fn pin(pid: u32, core: usize) -> Result<(), String> {
     }
 }
 
+/// The file that holds the nice value of this process's scheduling autogroup (its
+/// session's share of the CPU against other sessions), where autogroups are enabled.
+const AUTOGROUP: &str = "/proc/self/autogroup";
+
+/// The nice value of this process's autogroup, if the kernel has autogroups.
+pub fn autogroup_nice() -> Option<i32> {
+    // "/autogroup-10 nice 0"
+    let text = std::fs::read_to_string(AUTOGROUP).ok()?;
+    text.split_whitespace().last()?.parse().ok()
+}
+
+/// Sets the nice value of this process's autogroup. With autogroups, a process's own
+/// nice value only weighs against processes of its session; other sessions (a build in
+/// another terminal) get an equal share unless the autogroup's value is raised too.
+pub fn set_autogroup_nice(nice: i32) -> Result<(), String> {
+    std::fs::write(AUTOGROUP, nice.to_string()).map_err(|error| format!("{AUTOGROUP}: {error}"))
+}
+
 /// Sets the nice value of process `pid` with `renice` (a negative one needs root). On
 /// Linux this applies to its main thread and to the threads and processes it starts
 /// afterwards, so call it first.
@@ -136,7 +158,12 @@ pub fn renice(pid: u32, nice: i32) -> Result<(), String> {
 /// The load averages over 1, 5 and 15 minutes, as `/proc/loadavg` gives them.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Json;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -117,7 +119,9 @@ impl Rooms {
         let mut rooms = lock(&self.rooms);
         let mut members = lock(&room.members);
         members.retain(|member| member.id != id);
-        let current = rooms.get(room_id).is_some_and(|live| Arc::ptr_eq(live, room));
+        let current = rooms
+            .get(room_id)
+            .is_some_and(|live| Arc::ptr_eq(live, room));
         if members.is_empty() && current {
             rooms.remove(room_id);
         }
@@ -131,7 +135,10 @@ impl Rooms {
 
 impl Room {
     fn broadcast(&self, from: u64, message: &Message) {
-        for member in lock(&self.members).iter().filter(|member| member.id != from) {
+        for member in lock(&self.members)
+            .iter()
+            .filter(|member| member.id != from)
+        {
             let _ = member.outbox.send(message.clone());
         }
     }

@@ -69,8 +69,10 @@ fn ratio(result: &ScenarioResult, key: &str) -> Option<f64> {
 }
 
 fn any_flagged(runs: &[Result<Run, String>], flag: &str) -> bool {
-    runs.iter()
-        .any(|run| run.as_ref().is_ok_and(|run| run.flags.iter().any(|f| f == flag)))
+    runs.iter().any(|run| {
+        run.as_ref()
+            .is_ok_and(|run| run.flags.iter().any(|f| f == flag))
+    })
 }
 
 /// Judges `target` for figure `key`.
@@ -155,15 +157,11 @@ pub fn heading(machine: &Machine, options: &Options) -> String {
             None => "NOT pinned".to_owned(),
         },
         match options.nice {
-            Some(nice) => format!("all at nice {nice}"),
+            Some(nice) => format!("bench and servers at nice {nice} (process and autogroup)"),
             None => "default priority".to_owned(),
         }
     );
-    let _ = writeln!(
-        out,
-        "load average before the run: {}",
-        machine.load_average
-    );
+    let _ = writeln!(out, "load average before the run: {}", machine.load_average);
     out
 }
 
@@ -186,7 +184,11 @@ pub fn table(results: &[ScenarioResult]) -> String {
                 .iter()
                 .find(|(target_key, _)| target_key == key)
                 .map(|&(_, target)| {
-                    format!("{} {}", target_text(target), verdict(result, key, target).text())
+                    format!(
+                        "{} {}",
+                        target_text(target),
+                        verdict(result, key, target).text()
+                    )
                 })
                 .unwrap_or_default();
             let _ = writeln!(
@@ -211,7 +213,9 @@ pub fn table(results: &[ScenarioResult]) -> String {
                             }
                         }
                     }
-                    Err(error) => notes.push(format!("{} {kind}: run failed: {error}", scenario.name)),
+                    Err(error) => {
+                        notes.push(format!("{} {kind}: run failed: {error}", scenario.name))
+                    }
                 }
             }
             for (flag, count) in flags {
@@ -225,7 +229,11 @@ pub fn table(results: &[ScenarioResult]) -> String {
     }
     out.push('\n');
     for result in results {
-        let _ = writeln!(out, "- `{}`: {}", result.scenario.name, result.scenario.title);
+        let _ = writeln!(
+            out,
+            "- `{}`: {}",
+            result.scenario.name, result.scenario.title
+        );
     }
     if !notes.is_empty() {
         out.push_str("\nNotes:\n");
@@ -255,7 +263,12 @@ pub fn json_line(result: &ScenarioResult, options: &Options) -> Value {
         let all_runs: Vec<Value> = runs
             .iter()
             .map(|run| match run {
-                Ok(run) => json!(run.figures.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<Map<_, _>>()),
+                Ok(run) => json!(
+                    run.figures
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                        .collect::<Map<_, _>>()
+                ),
                 Err(error) => json!({ "error": error }),
             })
             .collect();

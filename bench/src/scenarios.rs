@@ -159,7 +159,12 @@ fn suite(sizes: &Sizes) -> Vec<Scenario> {
                 sizes.rooms_rate,
                 thousands(rooms_deliveries)
             ),
-            workload: fixed(sizes.rooms, sizes.room_clients, sizes.rooms_rate, Payload::Text),
+            workload: fixed(
+                sizes.rooms,
+                sizes.room_clients,
+                sizes.rooms_rate,
+                Payload::Text,
+            ),
             shown: FIXED_SHOWN.to_vec(),
             targets: vec![
                 ("server_cpu_s_per_m", Target::RatioAtMost(0.8)),
@@ -388,7 +393,9 @@ async fn run_once(scenario: &Scenario, kind: ServerKind, options: &Options) -> R
     if let Some(core) = core {
         let allowed = measure::allowed_cpus(server.pid())?;
         if measure::parse_cpu_list(&allowed) != [core] {
-            return Err(format!("the {kind} server runs on cores {allowed}, not {core}"));
+            return Err(format!(
+                "the {kind} server runs on cores {allowed}, not {core}"
+            ));
         }
     }
     match scenario.workload {
@@ -441,8 +448,9 @@ fn traffic_run(traffic: Traffic, outcome: &load::TrafficOutcome) -> Run {
     if let Rate::Fixed { per_second } = traffic.rate {
         let achieved = run.figure("sent_per_s").unwrap_or(0.0);
         if achieved < 0.95 * per_second {
-            run.flags
-                .push(format!("sent {achieved:.0} msg/s, below the {per_second} asked"));
+            run.flags.push(format!(
+                "sent {achieved:.0} msg/s, below the {per_second} asked"
+            ));
         }
     }
     if run.figure("delivered_share").unwrap_or(0.0) < 0.99 {
@@ -531,6 +539,7 @@ mod tests {
     fn suites_have_unique_names_and_shown_targets() {
         for suite in [default_suite(), tiny_suite()] {
             let mut names: Vec<_> = suite.iter().map(|scenario| scenario.name).collect();
+            names.sort_unstable();
             names.dedup();
             assert_eq!(names.len(), 7);
             for scenario in &suite {

@@ -111,7 +111,11 @@ impl ServerProcess {
     pub fn start(exe: &Path, kind: ServerKind, core: Option<usize>) -> Result<Self, String> {
         let mut words: Vec<String> = Vec::new();
         if let Some(core) = core {
-            words.extend(["taskset".to_owned(), "--cpu-list".to_owned(), core.to_string()]);
+            words.extend([
+                "taskset".to_owned(),
+                "--cpu-list".to_owned(),
+                core.to_string(),
+            ]);
         }
         if let Ok(wrapper) = std::env::var(WRAPPER_VAR) {
             words.extend(wrapper.split_whitespace().map(str::to_owned));

@@ -39,14 +39,24 @@ fn every_scenario_runs_against_both_servers() {
             match result.scenario.workload {
                 Workload::Traffic(_) => {
                     let name = result.scenario.name;
-                    assert!(figure("delivered_per_s") > 0.0, "{name} {kind}: nothing delivered");
+                    assert!(
+                        figure("delivered_per_s") > 0.0,
+                        "{name} {kind}: nothing delivered"
+                    );
                 }
                 Workload::Setup { rooms, per_room } => {
-                    assert_eq!(figure("connections_seen"), (rooms * per_room) as f64, "{kind}");
+                    assert_eq!(
+                        figure("connections_seen"),
+                        (rooms * per_room) as f64,
+                        "{kind}"
+                    );
                     assert!(figure("setups_per_s") > 0.0, "{kind}");
                 }
                 Workload::Http { .. } => {
-                    assert!(figure("requests_per_s") > 0.0, "{kind}: no request answered");
+                    assert!(
+                        figure("requests_per_s") > 0.0,
+                        "{kind}: no request answered"
+                    );
                 }
             }
         }
@@ -54,7 +64,11 @@ fn every_scenario_runs_against_both_servers() {
     // The report renders whatever came out.
     let table = bench::report::table(&results);
     for scenario in &suite {
-        assert!(table.contains(scenario.name), "{} is not in the table", scenario.name);
+        assert!(
+            table.contains(scenario.name),
+            "{} is not in the table",
+            scenario.name
+        );
     }
     for result in &results {
         let line = bench::report::json_line(result, &options).to_string();

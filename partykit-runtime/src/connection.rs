@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::extract::ws::{self, CloseFrame};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+mod queue;
 
 use crate::storage::gate::Gate;
 use crate::{Error, Message, Request};
@@ -83,7 +85,7 @@ struct Inner {
     uri: String,
     tags: OnceLock<Box<[String]>>,
     state: Mutex<Option<Bytes>>,
-    outbound: mpsc::UnboundedSender<Outbound>,
+    outbound: queue::Sender,
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     closing: AtomicBool,
@@ -99,12 +101,12 @@ struct Inner {
 }
 
 pub(crate) struct Outlet {
-    pub(crate) frames: mpsc::UnboundedReceiver<Outbound>,
+    pub(crate) frames: queue::Receiver,
 }
 
 impl Connection {
     pub(crate) fn new(id: String, uri: String, max_queued_bytes: usize) -> (Self, Outlet) {
-        let (outbound, frames) = mpsc::unbounded_channel();
+        let (outbound, frames) = queue::queue();
         let connection = Self {
             inner: Arc::new(Inner {
                 id,

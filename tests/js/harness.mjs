@@ -21,14 +21,17 @@ export function check(condition, message) {
   console.log(`ok: ${message}`);
 }
 
-/** Resolves once `predicate()` holds (polled every 10 ms), saying so; fails after `ms`. */
+/**
+ * Resolves once `predicate()` (which may be async) holds, polled every 10 ms, saying so;
+ * fails after `ms`.
+ */
 export function waitFor(predicate, what, ms = 5_000) {
   return new Promise((resolve) => {
     const started = Date.now();
-    const poll = () => {
+    const poll = async () => {
       let value;
       try {
-        value = predicate();
+        value = await predicate();
       } catch (error) {
         fail(`${what}: ${error}`);
       }

@@ -2,9 +2,10 @@
 //! `y-partykit` (with `yjs`), as pinned in `tests/js/package-lock.json`.
 //!
 //! `tests/js` is installed with `npm ci` the first time these tests run (and again when
-//! a pinned package is missing from `node_modules`). Without Node on the machine every
-//! test says `SKIPPED` on stderr and returns; with Node, a script that fails or hangs
-//! fails its test. CI installs Node.
+//! a pinned package is missing from `node_modules` or at another version). Without Node
+//! on the machine every test says `SKIPPED` on stderr and returns, except on CI (`CI`
+//! set), where that fails; with Node, a script that fails or hangs fails its test. CI
+//! installs Node (`.ci/run`).
 //!
 //! Each script gets the server's `host:port` as its first argument, prints `ok: …` for
 //! every check, and exits 0 when all passed. Scripts that need the server restarted
@@ -23,6 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderValue;
 use partykit_examples::chat::Chat;
 use partykit_examples::yjs::Document;
+use partykit_runtime::storage::ListOptions;
+use partykit_runtime::yjs::yrs::{GetString, Transact};
+use partykit_runtime::yjs::{Persistence, YDoc, YjsOptions};
 use partykit_runtime::{
     Connection, ConnectionContext, Error, Json, Message, Request, Result, Room, Server,
     ServerError, party,
@@ -45,12 +49,16 @@ fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
 
-/// Whether Node is usable; installs `tests/js` once per test binary.
+/// Whether Node is usable; installs `tests/js` once per test binary. Without Node, each
+/// test that asks says it is skipped; on CI (`CI` set), a missing Node fails instead.
 fn node_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
-    *READY.get_or_init(|| {
+    let ready = *READY.get_or_init(|| {
         if StdCommand::new("node").arg("--version").output().is_err() {
-            eprintln!("SKIPPED: `node` is not installed; the npm client tests need Node.js 18+");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "`node` is not installed, and CI must run the npm client tests: install Node.js 18+"
+            );
             return false;
         }
         if !installed() {
@@ -60,13 +68,21 @@ fn node_ready() -> bool {
                 .status()
                 .expect("`npm` must be installed beside `node` to install tests/js");
             assert!(status.success(), "`npm ci` failed in tests/js");
-            assert!(installed(), "`npm ci` did not install every package of tests/js");
+            assert!(
+                installed(),
+                "`npm ci` did not install the pinned packages of tests/js"
+            );
         }
         true
-    })
+    });
+    if !ready {
+        eprintln!("SKIPPED: `node` is not installed; the npm client tests need Node.js 18+");
+    }
+    ready
 }
 
-/// Whether every dependency of `tests/js/package.json` is in `node_modules`.
+/// Whether every dependency of `tests/js/package.json` is in `node_modules` at its
+/// pinned version.
 fn installed() -> bool {
     let manifest = std::fs::read_to_string(js_dir().join("package.json"))
         .expect("cannot read tests/js/package.json");
@@ -74,12 +90,16 @@ fn installed() -> bool {
     let dependencies = manifest["dependencies"]
         .as_object()
         .expect("tests/js/package.json has dependencies");
-    dependencies.keys().all(|name| {
-        js_dir()
+    dependencies.iter().all(|(name, pinned)| {
+        let path = js_dir()
             .join("node_modules")
             .join(name)
-            .join("package.json")
-            .exists()
+            .join("package.json");
+        let Ok(package) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let package: Value = serde_json::from_str(&package).unwrap_or_default();
+        package["version"] == *pinned
     })
 }
 
@@ -151,7 +171,10 @@ impl NodeScript {
         };
         match tokio::time::timeout(STEP_TIMEOUT, waiting).await {
             Ok(true) => {}
-            Ok(false) => self.fail(&format!("exited before printing {wanted:?}")).await,
+            Ok(false) => {
+                self.fail(&format!("exited before printing {wanted:?}"))
+                    .await
+            }
             Err(_) => {
                 let message = format!("printed no {wanted:?} within {STEP_TIMEOUT:?}");
                 self.fail(&message).await;
@@ -310,9 +333,12 @@ impl ServerProcess {
             .expect("cannot start party-server");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        bounded("party-server to print its address", stdout.read_line(&mut line))
-            .await
-            .expect("cannot read party-server's stdout");
+        bounded(
+            "party-server to print its address",
+            stdout.read_line(&mut line),
+        )
+        .await
+        .expect("cannot read party-server's stdout");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
@@ -345,7 +371,10 @@ impl ServerProcess {
         let status = bounded("the server to shut down", self.child.wait())
             .await
             .expect("cannot wait for the server");
-        assert!(status.success(), "the server exited with {status} on SIGTERM");
+        assert!(
+            status.success(),
+            "the server exited with {status} on SIGTERM"
+        );
     }
 }
 
@@ -390,7 +419,9 @@ impl Echo {
 
     fn on_message(&mut self, message: Message, sender: &Connection) -> Result<()> {
         match message {
-            Message::Binary(bytes) => sender.send(bytes.iter().rev().copied().collect::<Vec<u8>>())?,
+            Message::Binary(bytes) => {
+                sender.send(bytes.iter().rev().copied().collect::<Vec<u8>>())?
+            }
             Message::Text(text) => sender.send(format!("echo:{}", text.as_str()))?,
         }
         Ok(())
@@ -405,6 +436,78 @@ impl Echo {
             "contentType": request.header("content-type"),
         })))
     }
+}
+
+/// `/parties/layout/<room>`: a Yjs room (snapshot persistence) whose storage can be read
+/// and written over HTTP (`GET`/`PUT …/storage`, values in hex), so that y-partykit's own
+/// storage code can read what it wrote and write what it reads.
+#[party(name = "layout")]
+struct Layout {
+    room: Room,
+    doc: YDoc,
+}
+
+#[party]
+impl Layout {
+    fn new(room: Room) -> Self {
+        let options = YjsOptions::new().persist(Persistence::Snapshot);
+        Layout {
+            doc: YDoc::new(&room, options),
+            room,
+        }
+    }
+
+    async fn on_connect(&mut self, conn: &Connection) -> Result<()> {
+        self.doc.on_connect(conn).await
+    }
+
+    async fn on_message(&mut self, message: Message, sender: &Connection) -> Result<()> {
+        self.doc.on_message(message, sender).await
+    }
+
+    async fn on_close(&mut self, conn: &Connection) -> Result<()> {
+        self.doc.on_close(conn).await
+    }
+
+    async fn on_request(&mut self, request: Request) -> Result<String> {
+        let storage = self.room.storage();
+        if !request.path().ends_with("/storage") {
+            self.doc.load().await?;
+            let doc = self.doc.doc();
+            return Ok(doc
+                .get_or_insert_text("content")
+                .get_string(&doc.transact()));
+        }
+        if request.method() == http::Method::PUT {
+            let entries: serde_json::Map<String, Value> = request.json()?;
+            for (key, value) in entries {
+                let hex = value.as_str().ok_or_else(|| Error::msg("values are hex"))?;
+                storage.put_bytes(&key, from_hex(hex)?).await?;
+            }
+            return Ok("stored".to_owned());
+        }
+        let entries = storage.list_bytes(ListOptions::new()).await?;
+        let dump: serde_json::Map<String, Value> = entries
+            .into_iter()
+            .map(|(key, value)| (key, Value::String(to_hex(&value))))
+            .collect();
+        Ok(Value::Object(dump).to_string())
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn from_hex(hex: &str) -> Result<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| Error::msg("bad hex"))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -475,6 +578,19 @@ async fn y_partykit_providers_converge_share_awareness_and_sync_over_a_megabyte(
 }
 
 #[tokio::test]
+async fn y_partykit_storage_code_reads_and_writes_the_same_storage_layout() {
+    if !node_ready() {
+        return;
+    }
+    run_script(
+        Server::new().in_memory().party::<Layout>(),
+        "yjs-storage.mjs",
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn y_partykit_document_survives_server_restarts() {
     if !node_ready() {
         return;
@@ -484,7 +600,12 @@ async fn y_partykit_document_survives_server_restarts() {
     let room = "js-persisted";
     let session = |server: &ServerProcess, expected: &str, append: &str| {
         let host = server.addr.to_string();
-        let args = [host, room.to_owned(), expected.to_owned(), append.to_owned()];
+        let args = [
+            host,
+            room.to_owned(),
+            expected.to_owned(),
+            append.to_owned(),
+        ];
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             NodeScript::start("yjs-persist.mjs", &args).finish().await;
@@ -498,7 +619,14 @@ async fn y_partykit_document_survives_server_restarts() {
 
     // A new server process on the same file: a new provider gets the text.
     let server = ServerProcess::start("yjs", &database).await;
-    let text = http(server.addr, "GET", &format!("/parties/main/{room}"), &[], b"").await;
+    let text = http(
+        server.addr,
+        "GET",
+        &format!("/parties/main/{room}"),
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(
         text.text(),
         "one;",

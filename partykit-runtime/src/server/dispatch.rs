@@ -123,7 +123,8 @@ async fn connect(
         room: room.to_owned(),
         stopping: app.stopping.clone(),
     };
-    let ctx = ConnectionContext { request };
+    // Boxed: the socket task's future would otherwise carry the request twice.
+    let ctx = Box::new(ConnectionContext { request });
     let sockets = app.sockets.clone();
     socket::configure(upgrade, limits)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))

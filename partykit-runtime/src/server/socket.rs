@@ -22,10 +22,13 @@ const ABANDON_TIMEOUT: Duration = Duration::from_millis(500);
 const MAX_BATCH: usize = 64;
 
 /// Sizes a socket's buffers deliberately: tungstenite's defaults (128 KiB to read) would
-/// cost megabytes per thousand idle connections.
+/// cost megabytes per thousand idle connections. The read buffer is allocated and
+/// zero-filled for every socket, idle or not, and again before every read: 1 KiB holds
+/// many chat-sized frames per read, and a larger frame is still read whole, in more
+/// reads.
 pub(super) fn configure(upgrade: WebSocketUpgrade, limits: &Limits) -> WebSocketUpgrade {
     upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_message_size)
@@ -50,39 +53,49 @@ enum End {
 impl Session {
     /// `ctx` goes to `on_connect` and is not kept: the upgrade request's headers share
     /// hyper's read buffer (8–16 KiB), which would otherwise live as long as the socket.
-    pub(super) async fn run(mut self, mut socket: WebSocket, ctx: ConnectionContext) {
-        let (reply, connected) = oneshot::channel();
-        let connect = Event::Connect {
-            connection: self.connection.clone(),
-            ctx,
-            reply,
-        };
-        self.rooms.send(&self.room, connect).await;
-        // Inbound frames wait in the socket until `on_connect` has returned.
-        let refused = match connected.await {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some("The room stopped before accepting the connection".to_owned()),
-        };
-        if let Some(mut reason) = refused {
-            if reason.is_empty() {
-                reason = "Uncaught exception when connecting".to_owned();
+    ///
+    /// Not an `async fn`: one would keep a second copy of its arguments (the socket, the
+    /// session) in the task's future for the socket's whole life.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run(
+        mut self,
+        mut socket: WebSocket,
+        ctx: Box<ConnectionContext>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let (reply, connected) = oneshot::channel();
+            let connect = Event::Connect {
+                connection: self.connection.clone(),
+                ctx: *ctx,
+                reply,
+            };
+            self.rooms.send(&self.room, connect).await;
+            // Inbound frames wait in the socket until `on_connect` has returned.
+            let refused = match connected.await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("The room stopped before accepting the connection".to_owned()),
+            };
+            if let Some(mut reason) = refused {
+                if reason.is_empty() {
+                    reason = "Uncaught exception when connecting".to_owned();
+                }
+                self.connection.mark_closed();
+                close(&mut socket, close_code::INTERNAL_ERROR, &reason).await;
+                return;
             }
+            let end = self.pump(&mut socket).await;
             self.connection.mark_closed();
-            close(&mut socket, close_code::INTERNAL_ERROR, &reason).await;
-            return;
+            let error = match end {
+                End::Closed => None,
+                End::Failed(error) => Some(error),
+            };
+            let closed = Event::Closed {
+                connection: self.connection,
+                error,
+            };
+            self.rooms.send(&self.room, closed).await;
         }
-        let end = self.pump(&mut socket).await;
-        self.connection.mark_closed();
-        let error = match end {
-            End::Closed => None,
-            End::Failed(error) => Some(error),
-        };
-        let closed = Event::Closed {
-            connection: self.connection,
-            error,
-        };
-        self.rooms.send(&self.room, closed).await;
     }
 
     async fn pump(&mut self, socket: &mut WebSocket) -> End {
@@ -159,7 +172,7 @@ impl Session {
                 }
                 written += 1;
                 if written < MAX_BATCH {
-                    next = outlet.frames.try_recv().ok();
+                    next = outlet.frames.try_recv();
                 }
             }
             socket.flush().await?;

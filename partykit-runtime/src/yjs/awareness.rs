@@ -7,7 +7,7 @@
 //! closes, its client ids are removed, which is broadcast too. States not renewed for
 //! 30 seconds are removed as y-protocols' awareness does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,16 +73,17 @@ impl Presence {
         clients: impl IntoIterator<Item = ClientID>,
     ) -> Result<Option<AwarenessUpdate>> {
         let null: Arc<str> = Arc::from("null");
-        let removals: std::collections::HashMap<ClientID, AwarenessUpdateEntry> = clients
+        let present: HashMap<ClientID, u32> = self
+            .awareness
+            .iter()
+            .filter(|(_, state)| state.data.is_some())
+            .map(|(client, state)| (client, state.clock))
+            .collect();
+        let removals: HashMap<ClientID, AwarenessUpdateEntry> = clients
             .into_iter()
             .filter_map(|client| {
-                let state = self
-                    .awareness
-                    .iter()
-                    .find(|(id, state)| *id == client && state.data.is_some())?
-                    .1;
                 let entry = AwarenessUpdateEntry {
-                    clock: state.clock,
+                    clock: *present.get(&client)?,
                     json: Arc::clone(&null),
                 };
                 Some((client, entry))

@@ -172,7 +172,8 @@ impl Reassembly {
                     )));
                 }
                 self.pending = Some(Pending {
-                    buffer: BytesMut::with_capacity(marker.size),
+                    // Grown as chunks arrive: an announcement alone costs nothing.
+                    buffer: BytesMut::new(),
                     start: marker,
                     chunks: 0,
                 });

@@ -196,9 +196,10 @@ type LoadFn = Box<dyn Fn() -> BoxFuture<'static, Result<Option<yrs::Doc>>> + Sen
 ///
 /// let options = YjsOptions::new()
 ///     .persist(Persistence::Snapshot)
-///     // Seeds a new document (runs whenever the room loads it).
+///     // Seeds the document (runs whenever the room loads it; the fixed client id
+///     // makes seeding twice a no-op).
 ///     .load(|| async {
-///         let doc = yrs::Doc::new();
+///         let doc = yrs::Doc::with_client_id(1);
 ///         doc.get_or_insert_text("content").insert(&mut doc.transact_mut(), 0, "Hello!");
 ///         Ok(Some(doc))
 ///     })
@@ -256,7 +257,10 @@ impl YjsOptions {
     }
 
     /// Seeds the document when the room loads it, before persisted updates are applied
-    /// (y-partykit's `load`). `None` leaves it empty. What it returns is not stored.
+    /// (y-partykit's `load`). `None` leaves it empty. What it returns is not stored: it
+    /// runs again whenever the room loads the document (after the room was dropped, or a
+    /// restart). With persistence, build the seed with a fixed client id
+    /// (`yrs::Doc::with_client_id(1)`) so that seeding again adds nothing.
     #[must_use]
     pub fn load<F, Fut>(mut self, load: F) -> Self
     where
@@ -476,6 +480,9 @@ impl YDoc {
     /// reassembled, other text ignored (see [`custom_text`]). Call it from your party's
     /// `on_message`. A malformed message is an error; the connection stays open.
     pub async fn on_message(&mut self, message: Message, sender: &Connection) -> Result<()> {
+        if custom_text(&message).is_some() {
+            return Ok(());
+        }
         self.load().await?;
         let index = match self.peer(sender) {
             Some(index) => index,
@@ -483,10 +490,9 @@ impl YDoc {
         };
         let max = self.max_batch_size;
         let batch = &mut self.peers[index].batch;
-        let step = match &message {
-            Message::Text(text) if batch::is_marker(text) => batch.marker(text, max)?,
-            Message::Text(_) => return Ok(()),
-            Message::Binary(frame) => batch.binary(frame.clone(), max)?,
+        let step = match message {
+            Message::Text(marker) => batch.marker(&marker, max)?,
+            Message::Binary(frame) => batch.binary(frame, max)?,
         };
         let Step::Message(frame) = step else {
             return Ok(());
