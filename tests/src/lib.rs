@@ -24,6 +24,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 pub use tokio_tungstenite::tungstenite;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+mod process;
+pub use process::{ServerProcess, TempDir};
+
 /// The longest any helper waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
 

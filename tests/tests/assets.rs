@@ -1,49 +1,15 @@
 //! Static assets (`Server::serve_dir`, SPEC §9.3) and their place in the dispatch order
 //! (SPEC §1.2: asset > `on_fetch` > `/404.html` > `Not found`), over TCP.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 
 use partykit_runtime::{
     FetchLobby, Handlers, IntoResponse, Party, Request, Response, Result, Room, Server, ServerError,
 };
-use partykit_tests::{HttpResponse, TestServer, init_tracing};
+use partykit_tests::{HttpResponse, TempDir, TestServer, init_tracing};
 
 // ---------------------------------------------------------------------------------------
 // A site on disk
-
-/// A directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "partykit-assets-{what}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) {
-        let path = self.0.join(name);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
-        std::fs::write(path, contents).expect("write file");
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const SECRET: &str = "TOP SECRET outside the site";
 const NOT_FOUND_PAGE: &str = "<h1>custom 404</h1>";

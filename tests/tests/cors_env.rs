@@ -1,14 +1,11 @@
 //! CORS for party routes (`Server::cors`, partyserver's semantics, SPEC §11) and project
 //! variables (`.env`, `PARTYKIT_VAR_*`, `Server::var`; SPEC §9.2), over TCP.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use partykit_runtime::{
     Before, Connection, ConnectionContext, Cors, Env, Error, FetchLobby, Handlers, IntoResponse,
     Json, Lobby, Party, Request, Response, Result, Room, Server, ServerError, StatusCode,
 };
-use partykit_tests::{HttpResponse, Probe, TestServer, init_tracing, record};
+use partykit_tests::{HttpResponse, Probe, TempDir, TestServer, init_tracing, record};
 use serde_json::{Map, Value, json};
 
 // ---------------------------------------------------------------------------------------
@@ -421,39 +418,6 @@ async fn bad_cors_settings_refuse_to_start() {
 // ---------------------------------------------------------------------------------------
 // Project variables
 
-/// A directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "partykit-env-{what}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).expect("write file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const DOTENV: &str = r#"
 # The project's variables.
 API_URL=https://api.example.com   # a comment
@@ -519,7 +483,7 @@ fn env_server() -> Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variables_come_from_the_env_file_as_json_or_strings() {
     let dir = TempDir::new("file");
-    let file = dir.file("vars.env", DOTENV);
+    let file = dir.write("vars.env", DOTENV);
     let server = TestServer::start(env_server().env_file(&file)).await;
     let seen = seen(&server).await;
     // Whatever else the process environment holds, only prefixed variables could add to
@@ -548,7 +512,7 @@ async fn the_lobby_of_the_hooks_sees_them_too() {
         }
     }
     let dir = TempDir::new("lobby");
-    let file = dir.file(".env", "FROM_FILE=1\n");
+    let file = dir.write(".env", "FROM_FILE=1\n");
     let server = TestServer::start(
         env_server()
             .party::<Hooked>()
@@ -565,7 +529,7 @@ async fn the_lobby_of_the_hooks_sees_them_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_builder_wins_over_the_file() {
     let dir = TempDir::new("builder");
-    let file = dir.file(".env", "OVERRIDDEN=file\nFROM_FILE=file\n");
+    let file = dir.write(".env", "OVERRIDDEN=file\nFROM_FILE=file\n");
     let server = TestServer::start(
         env_server()
             .env_file(&file)
@@ -583,7 +547,7 @@ async fn the_builder_wins_over_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_environment_does_not_leak_in() {
     let dir = TempDir::new("leak");
-    let file = dir.file(".env", "A=1\n");
+    let file = dir.write(".env", "A=1\n");
     let server = TestServer::start(env_server().env_file(&file)).await;
     let seen = seen(&server).await;
     assert!(
@@ -618,7 +582,7 @@ async fn a_missing_env_file_is_fine() {
 #[tokio::test]
 async fn a_malformed_env_file_refuses_to_start_naming_the_line() {
     let dir = TempDir::new("malformed");
-    let file = dir.file("bad.env", "# ok\nGOOD=1\n\nthis line is wrong\nLATER=2\n");
+    let file = dir.write("bad.env", "# ok\nGOOD=1\n\nthis line is wrong\nLATER=2\n");
     let error = Server::new()
         .in_memory()
         .env_file(&file)
@@ -647,7 +611,7 @@ async fn a_malformed_env_file_refuses_to_start_naming_the_line() {
         ("OK=1\n1BAD=x\n", 2),
         ("A='x' trailing\n", 1),
     ] {
-        let file = dir.file("more.env", contents);
+        let file = dir.write("more.env", contents);
         match Server::new().in_memory().env_file(&file).router() {
             Err(ServerError::EnvFile { line: at, .. }) => assert_eq!(at, line, "{contents:?}"),
             other => panic!("{contents:?}: expected EnvFile, got {:?}", other.err()),
@@ -672,7 +636,7 @@ const CHILD_MARKER: &str = "PARTYKIT_TEST_ENV_CHILD";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_variables_and_the_default_env_file() {
     let dir = TempDir::new("child");
-    dir.file(
+    dir.write(
         ".env",
         "FROM_FILE=file\nOVERRIDDEN_BY_PROCESS=file\nOVERRIDDEN_BY_BUILDER=file\n",
     );

@@ -8,111 +8,36 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use partykit_tests::{WAIT, WsMessage, http, within};
+use partykit_tests::{ServerProcess, TempDir, WAIT, WsMessage, http, within};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "partykit-durability-{name}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|error| panic!("cannot create {}: {error}", dir.display()));
-        Self(dir)
-    }
-
-    fn database(&self) -> PathBuf {
-        self.0.join("state.sqlite3")
-    }
+/// Starts `party-server <example> <database>`.
+async fn start(example: &str, database: &Path) -> ServerProcess {
+    ServerProcess::start(env!("CARGO_BIN_EXE_party-server"), example, database).await
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// What the tests ask of a running server.
+trait Requests {
+    async fn get(&self, path: &str) -> String;
+    async fn post(&self, path: &str, body: &str) -> String;
+    async fn connect(&self, path: &str) -> Socket;
 }
 
-/// A `party-server` child process. Killed (SIGKILL) if dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    // Kept open so that the server never writes to a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl ServerProcess {
-    /// Starts `party-server <example> <database>` and waits for its address.
-    async fn start(example: &str, database: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_party-server"))
-            .arg(example)
-            .arg(database)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start party-server");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        within(
-            "party-server to print its address",
-            stdout.read_line(&mut line),
-        )
-        .await
-        .expect("cannot read party-server's stdout");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("party-server printed {line:?}, not its address"))
-            .parse()
-            .unwrap_or_else(|error| panic!("bad address in {line:?}: {error}"));
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-
-    /// Kills the process with SIGKILL and waits until it is gone.
-    async fn kill(mut self) {
-        self.child.start_kill().expect("cannot send SIGKILL");
-        let status = within("the killed server to exit", self.child.wait())
-            .await
-            .expect("cannot wait for the server");
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the server did not die of SIGKILL: {status:?}"
-        );
-    }
-
+impl Requests for ServerProcess {
     async fn get(&self, path: &str) -> String {
-        let response = http(self.addr, "GET", path, &[], b"").await;
+        let response = http(self.addr(), "GET", path, &[], b"").await;
         assert_eq!(
             response.status,
             200,
@@ -124,7 +49,7 @@ impl ServerProcess {
     }
 
     async fn post(&self, path: &str, body: &str) -> String {
-        let response = http(self.addr, "POST", path, &[], body.as_bytes()).await;
+        let response = http(self.addr(), "POST", path, &[], body.as_bytes()).await;
         assert_eq!(
             response.status,
             200,
@@ -136,7 +61,7 @@ impl ServerProcess {
     }
 
     async fn connect(&self, path: &str) -> Socket {
-        Socket::connect(self.addr, path)
+        Socket::connect(self.addr(), path)
             .await
             .unwrap_or_else(|error| panic!("WebSocket to {path} refused: {error}"))
     }
@@ -244,7 +169,7 @@ fn now_ms() -> u64 {
 async fn the_counter_keeps_every_acknowledged_increment_across_kill_9() {
     let dir = TempDir::new("counter");
     let room = "/parties/main/kill-9";
-    let server = ServerProcess::start("counter", &dir.database()).await;
+    let server = start("counter", &dir.database()).await;
 
     // Over HTTP: each answer is the new count, sent once it is on disk.
     for expected in 1..=20u64 {
@@ -263,7 +188,7 @@ async fn the_counter_keeps_every_acknowledged_increment_across_kill_9() {
 
     server.kill().await;
     drop(socket);
-    let server = ServerProcess::start("counter", &dir.database()).await;
+    let server = start("counter", &dir.database()).await;
     assert_eq!(
         server.get(room).await,
         "31",
@@ -287,7 +212,7 @@ async fn the_counter_keeps_every_acknowledged_increment_across_kill_9() {
     );
     assert_eq!(socket.recv_text().await, "33", "the socket's own increment");
     server.kill().await;
-    let server = ServerProcess::start("counter", &dir.database()).await;
+    let server = start("counter", &dir.database()).await;
     assert_eq!(server.get(room).await, "33");
     server.kill().await;
 }
@@ -373,8 +298,8 @@ async fn increment_over_socket(addr: SocketAddr, path: String, tally: Arc<Tally>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_increments_in_many_rooms_survive_kill_9_mid_stream() {
     let dir = TempDir::new("counter-concurrent");
-    let server = ServerProcess::start("counter", &dir.database()).await;
-    let addr = server.addr;
+    let server = start("counter", &dir.database()).await;
+    let addr = server.addr();
 
     // Rooms with one client each (at most one increment in flight), and a room shared
     // by two HTTP clients and a socket.
@@ -437,7 +362,7 @@ async fn concurrent_increments_in_many_rooms_survive_kill_9_mid_stream() {
             .expect("a client task panicked");
     }
 
-    let server = ServerProcess::start("counter", &dir.database()).await;
+    let server = start("counter", &dir.database()).await;
     for (path, clients) in &rooms {
         let tally = &tallies[path];
         let errors = tally
@@ -495,7 +420,7 @@ async fn pending(server: &ServerProcess, room: &str) -> Value {
 async fn alarms_stored_before_kill_9_fire_after_the_restart() {
     let dir = TempDir::new("reminders");
     let room = "/parties/main/wake-up";
-    let server = ServerProcess::start("reminders", &dir.database()).await;
+    let server = start("reminders", &dir.database()).await;
     server.post(&format!("{room}?in=1000"), "first").await;
     server.post(&format!("{room}?in=5000"), "second").await;
     let before = pending(&server, room).await;
@@ -514,7 +439,7 @@ async fn alarms_stored_before_kill_9_fire_after_the_restart() {
 
     // Restart once the first reminder came due while the server was down.
     tokio::time::sleep(Duration::from_millis(first_due - killed_at + 100)).await;
-    let server = ServerProcess::start("reminders", &dir.database()).await;
+    let server = start("reminders", &dir.database()).await;
 
     // The stored alarm fires at startup, in a cold room: the first reminder goes, and
     // on_alarm arms the room's alarm for the second.

@@ -17,9 +17,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::HeaderValue;
 use partykit_examples::chat::Chat;
@@ -31,11 +30,11 @@ use partykit_runtime::{
     Connection, ConnectionContext, Error, Json, Message, Request, Result, Room, Server,
     ServerError, party,
 };
-use partykit_tests::http;
+use partykit_tests::{ServerProcess, TempDir, http};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -287,95 +286,9 @@ async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
     }
 }
 
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "partykit-js-{name}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("cannot create a temporary directory");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A `party-server` process on an SQLite file. Killed (SIGKILL) if dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl ServerProcess {
-    async fn start(example: &str, database: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_party-server"))
-            .arg(example)
-            .arg(database)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start party-server");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        bounded(
-            "party-server to print its address",
-            stdout.read_line(&mut line),
-        )
-        .await
-        .expect("cannot read party-server's stdout");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("party-server printed {line:?}, not its address"))
-            .parse()
-            .expect("party-server printed a bad address");
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-
-    /// SIGKILL: no shutdown, no last writes.
-    async fn kill(mut self) {
-        self.child.start_kill().expect("cannot send SIGKILL");
-        bounded("the killed server to exit", self.child.wait())
-            .await
-            .expect("cannot wait for the server");
-    }
-
-    /// SIGTERM: a graceful shutdown; the server must exit 0.
-    async fn terminate(mut self) {
-        let pid = self.child.id().expect("the server is running").to_string();
-        let status = StdCommand::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("cannot run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        let status = bounded("the server to shut down", self.child.wait())
-            .await
-            .expect("cannot wait for the server");
-        assert!(
-            status.success(),
-            "the server exited with {status} on SIGTERM"
-        );
-    }
+/// Starts `party-server <example> <database>`.
+async fn start_process(example: &str, database: &Path) -> ServerProcess {
+    ServerProcess::start(env!("CARGO_BIN_EXE_party-server"), example, database).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -596,10 +509,10 @@ async fn y_partykit_document_survives_server_restarts() {
         return;
     }
     let dir = TempDir::new("yjs");
-    let database = dir.0.join("state.sqlite3");
+    let database = dir.database();
     let room = "js-persisted";
     let session = |server: &ServerProcess, expected: &str, append: &str| {
-        let host = server.addr.to_string();
+        let host = server.addr().to_string();
         let args = [
             host,
             room.to_owned(),
@@ -613,14 +526,14 @@ async fn y_partykit_document_survives_server_restarts() {
     };
 
     // Written, then the server is killed: what a second provider saw is on disk.
-    let server = ServerProcess::start("yjs", &database).await;
+    let server = start_process("yjs", &database).await;
     session(&server, "", "one;").await;
     server.kill().await;
 
     // A new server process on the same file: a new provider gets the text.
-    let server = ServerProcess::start("yjs", &database).await;
+    let server = start_process("yjs", &database).await;
     let text = http(
-        server.addr,
+        server.addr(),
         "GET",
         &format!("/parties/main/{room}"),
         &[],
@@ -637,7 +550,7 @@ async fn y_partykit_document_survives_server_restarts() {
     // left).
     server.terminate().await;
 
-    let server = ServerProcess::start("yjs", &database).await;
+    let server = start_process("yjs", &database).await;
     session(&server, "one;two;", "").await;
     server.kill().await;
 }
