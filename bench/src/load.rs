@@ -36,6 +36,8 @@ type Stream = SplitStream<Socket>;
 const CONNECT_CONCURRENCY: usize = 64;
 /// How long, after the last message was sent, deliveries may still arrive.
 const TAIL: Duration = Duration::from_millis(300);
+/// How long connection counts may take to reach the number of connected clients.
+const COUNT_PATIENCE: Duration = Duration::from_secs(5);
 /// The text payload's length in bytes (timestamp included): a short chat message.
 const TEXT_LEN: usize = 64;
 /// The binary payload's length in bytes (timestamp included).
@@ -503,11 +505,20 @@ pub async fn run_setup(
     let after = CpuSample::read(server)?;
     tokio::time::sleep(settle).await;
     let idle_rss = server.rss_bytes()?;
-    let mut connections_seen = 0;
+    // A server may register the last sockets a little after their handshakes: ask again
+    // for a while before reporting a shortfall.
     let mut http = HttpClient::connect(server.addr()).await?;
-    for room in 0..rooms {
-        connections_seen += http.room_connections(&room_name(room)).await?;
-    }
+    let deadline = Instant::now() + COUNT_PATIENCE;
+    let connections_seen = loop {
+        let mut seen = 0;
+        for room in 0..rooms {
+            seen += http.room_connections(&room_name(room)).await?;
+        }
+        if seen == rooms * per_room || Instant::now() >= deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     drop(sockets);
     Ok(SetupOutcome {
         clients: rooms * per_room,
