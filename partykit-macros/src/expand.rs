@@ -538,7 +538,7 @@ mod tests {
         let item = quote! {
             impl Chat {
                 async fn on_message(&self, message: Message) {}
-                fn on_request(&mut self) -> Result<String, Error> { todo!() }
+                fn on_request(&mut self) -> Result<String, Error> { panic!() }
                 fn helper(&self) {}
             }
         };
@@ -590,7 +590,7 @@ mod tests {
         let item = quote! {
             impl Legacy {
                 fn on_connect(conn: &Connection, room: &Room) {}
-                async fn on_request(req: Request, room: &Room) -> String { todo!() }
+                async fn on_request(req: Request, room: &Room) -> String { panic!() }
                 fn on_fetch(req: Request) -> Option<String> { None }
             }
         };
@@ -659,7 +659,7 @@ mod tests {
     fn mixed_styles_are_refused_without_notes() {
         let item = quote! {
             impl Mixed {
-                fn new(room: Room) -> Self { todo!() }
+                fn new(room: Room) -> Self { panic!() }
                 fn on_message(message: Message) {}
                 fn on_close(conn: &Connection) {}
             }
@@ -676,9 +676,9 @@ mod tests {
         let item = quote! {
             impl Chat {
                 #[cfg(feature = "a")]
-                fn new(room: Room) -> Self { todo!() }
+                fn new(room: Room) -> Self { panic!() }
                 #[cfg(feature = "a")]
-                fn on_request(&mut self) -> String { todo!() }
+                fn on_request(&mut self) -> String { panic!() }
             }
         };
         let out = expand(TokenStream::new(), item);

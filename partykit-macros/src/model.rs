@@ -570,7 +570,7 @@ mod tests {
     fn methods_are_classified_by_name() {
         let methods = methods(quote::quote! {
             impl Chat {
-                fn new(room: Room) -> Self { todo!() }
+                fn new(room: Room) -> Self { panic!() }
                 async fn on_message(&mut self, message: Message) {}
                 fn on_conect(&mut self) {}
                 fn onClose(&mut self) {}
