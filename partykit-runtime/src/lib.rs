@@ -84,6 +84,17 @@
 //! | inbound message over [`Limits::max_message_size`] | close 1009 |
 //! | peer too slow ([`Limits::max_outbound_buffer`]) | close 1008 |
 //! | server shutdown (SIGINT/SIGTERM) | close 1001 |
+//!
+//! # Beyond one room
+//!
+//! - [`storage`]: durable key-value storage and alarms per room (`room.storage()`), on
+//!   embedded SQLite by default, with atomic per-event commits and an output gate.
+//! - [`parties`]: calls between rooms (`room.context().parties()`), cycle-safe.
+//! - [`Server`]: project variables ([`Env`]), static assets, CORS, cron schedules,
+//!   [`Limits`].
+//! - `yjs` (cargo feature `yjs`): Yjs documents compatible with `y-partykit`.
+//! - [`guide`]: migrating from PartyKit's object style; debugging `#[party]` errors.
+//! - [`deprecated`]: PartyKit's old names, each pointing to its replacement.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -105,7 +105,7 @@ const LOAD_ALARM: &str = "SELECT at FROM alarms WHERE party = ?1 AND room = ?2";
 const ALL_ALARMS: &str = "SELECT party, room, at FROM alarms";
 
 /// Keeps every room's storage in one SQLite database file, durably, writing the commits
-/// of many rooms together (see the [module docs](self)).
+/// of many rooms together (see [`Durability`] for what each setting survives).
 ///
 /// Open it with [`open`](Self::open) (blocking: call it at startup, or from
 /// [`tokio::task::spawn_blocking`]). Reads need a Tokio runtime.
@@ -153,8 +153,8 @@ impl SqliteBackend {
         Self::open_with_durability(path, Durability::Full)
     }
 
-    /// Like [`open`](Self::open), with the given durability (see the
-    /// [module docs](self#durability)).
+    /// Like [`open`](Self::open), with the given durability (see
+    /// [`Durability`]).
     ///
     /// # Errors
     ///
