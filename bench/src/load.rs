@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::measure;
@@ -689,6 +690,31 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
+}
+
+/// Reads frames until the text `wanted` (pings and such are skipped); an error says what
+/// came instead, or that nothing came within `deadline`.
+pub async fn expect_text<S>(stream: &mut S, wanted: &str, deadline: Duration) -> Result<(), String>
+where
+    S: futures_util::Stream<Item = Result<WsMessage, WsError>> + Unpin,
+{
+    loop {
+        let frame = tokio::time::timeout(deadline, stream.next())
+            .await
+            .map_err(|_| format!("no {wanted:?} within {deadline:?}"))?;
+        match frame {
+            Some(Ok(WsMessage::Text(text))) if text.as_str() == wanted => return Ok(()),
+            Some(Ok(WsMessage::Text(text))) => {
+                return Err(format!("expected {wanted:?}, got {:?}", text.as_str()));
+            }
+            Some(Ok(WsMessage::Close(close))) => {
+                return Err(format!("closed while waiting for {wanted:?}: {close:?}"));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(format!("while waiting for {wanted:?}: {error}")),
+            None => return Err(format!("the socket ended before {wanted:?}")),
+        }
+    }
 }
 
 #[cfg(test)]

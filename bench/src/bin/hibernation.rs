@@ -397,7 +397,7 @@ fn measure_variant(
             let joined: Vec<load::Socket> = futures_util::stream::iter(rooms)
                 .map(|room| async move {
                     let mut socket = load::connect(addr, &load::room_name(room)).await?;
-                    expect(&mut socket, "welcome").await?;
+                    load::expect_text(&mut socket, "welcome", Duration::from_secs(30)).await?;
                     Ok::<_, String>(socket)
                 })
                 .buffered(CONNECT_CONCURRENCY)
@@ -418,7 +418,7 @@ fn measure_variant(
             .send(Frame::text("ping"))
             .await
             .map_err(|error| format!("send: {error}"))?;
-        expect(socket, "pong").await?;
+        load::expect_text(socket, "pong", Duration::from_secs(30)).await?;
         let live_after_wake = live_count(&mut http).await?;
         drop(sockets);
         Ok(Outcome {
@@ -439,28 +439,6 @@ async fn live_count(http: &mut HttpClient) -> Result<usize, String> {
         return Err(format!("GET /live answered {status}: {text}"));
     }
     number(&text)
-}
-
-/// Reads frames until the text `wanted`.
-async fn expect(socket: &mut load::Socket, wanted: &str) -> Result<(), String> {
-    let deadline = Duration::from_secs(30);
-    loop {
-        let frame = tokio::time::timeout(deadline, socket.next())
-            .await
-            .map_err(|_| format!("no {wanted:?} within {deadline:?}"))?;
-        match frame {
-            Some(Ok(Frame::Text(text))) if text.as_str() == wanted => return Ok(()),
-            Some(Ok(Frame::Text(text))) => {
-                return Err(format!("expected {wanted:?}, got {:?}", text.as_str()));
-            }
-            Some(Ok(Frame::Close(close))) => {
-                return Err(format!("closed while waiting for {wanted:?}: {close:?}"));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(format!("while waiting for {wanted:?}: {error}")),
-            None => return Err(format!("the socket ended before {wanted:?}")),
-        }
-    }
 }
 
 fn mib(bytes: u64) -> f64 {

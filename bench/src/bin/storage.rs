@@ -365,7 +365,7 @@ async fn drive<S>(
     let mut sockets = Vec::with_capacity(rooms);
     for room in 0..rooms {
         let mut socket = load::connect(addr, &load::room_name(room)).await?;
-        expect(&mut socket, "ready").await?;
+        load::expect_text(&mut socket, "ready", Duration::from_secs(120)).await?;
         sockets.push(socket);
     }
     let before = snapshot();
@@ -395,32 +395,7 @@ async fn client(socket: load::Socket, puts: usize, flush_every: usize) -> Result
         }
     }
     sink.send(Frame::text("sync")).await.map_err(failed)?;
-    expect(&mut stream, "done").await
-}
-
-/// Reads frames until the text `wanted` (pings and such are skipped).
-async fn expect<S>(stream: &mut S, wanted: &str) -> Result<(), String>
-where
-    S: futures_util::Stream<Item = Result<Frame, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    let deadline = Duration::from_secs(120);
-    loop {
-        let frame = tokio::time::timeout(deadline, stream.next())
-            .await
-            .map_err(|_| format!("no {wanted:?} within {deadline:?}"))?;
-        match frame {
-            Some(Ok(Frame::Text(text))) if text.as_str() == wanted => return Ok(()),
-            Some(Ok(Frame::Text(text))) => {
-                return Err(format!("expected {wanted:?}, got {:?}", text.as_str()));
-            }
-            Some(Ok(Frame::Close(close))) => {
-                return Err(format!("closed while waiting for {wanted:?}: {close:?}"));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(format!("while waiting for {wanted:?}: {error}")),
-            None => return Err(format!("the socket ended before {wanted:?}")),
-        }
-    }
+    load::expect_text(&mut stream, "done", Duration::from_secs(120)).await
 }
 
 /// Scheduler time so far of this process's threads, by group: the server's runtime, the

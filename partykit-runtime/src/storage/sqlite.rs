@@ -467,8 +467,10 @@ fn run_writer(
             }
         }
         if !batch.is_empty() {
-            write_batch(&conn, &mut batch, path);
+            // Counted before the commits are answered, so that whoever sees an answer
+            // also sees the transaction counted.
             transactions.fetch_add(1, Ordering::Relaxed);
+            write_batch(&conn, &mut batch, path);
         }
         if let Some(done) = close {
             if let Err((_, error)) = conn.close() {
