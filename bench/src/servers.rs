@@ -128,27 +128,8 @@ impl ServerProcess {
             }
             None => Command::new(exe),
         };
-        let mut child = command
-            .args(["serve", kind.name()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|error| format!("cannot start {}: {error}", exe.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|addr| addr.parse().ok());
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "the {kind} server did not start (read {read:?}: {line:?})"
-            ));
-        };
+        command.args(["serve", kind.name()]);
+        let (child, addr) = spawn_listening(&mut command, exe, &kind.to_string())?;
         Ok(Self { kind, child, addr })
     }
 
@@ -177,15 +158,54 @@ impl Drop for ServerProcess {
     /// Closes the server's standard input, which ends it (letting a profiling wrapper
     /// write its output); kills it if it is still there after a few seconds.
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Spawns `command` (a server of ours; `exe` names it in errors) with stdin and stdout
+/// piped, and reads the `listening on <addr>` line it prints once it accepts connections.
+pub fn spawn_listening(
+    command: &mut Command,
+    exe: &Path,
+    what: &str,
+) -> Result<(Child, SocketAddr), String> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|error| format!("cannot start {}: {error}", exe.display()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    let read = BufReader::new(stdout).read_line(&mut line);
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|addr| addr.parse().ok());
+    match addr {
+        Some(addr) => Ok((child, addr)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "the {what} server did not start (read {read:?}: {line:?})"
+            ))
+        }
+    }
+}
+
+/// Ends a server started by [`spawn_listening`]: closes its standard input, which ends
+/// it (letting a profiling wrapper write its output), and kills it if it is still there
+/// after a few seconds.
+pub fn stop(child: &mut Child) {
+    drop(child.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

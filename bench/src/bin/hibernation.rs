@@ -17,15 +17,15 @@
 //! alive; in waves, each wave reuses what the previous one freed. A `GET /live` hook
 //! counts the values alive, so the figures say whether rooms really hibernated.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bench::load::{self, HttpClient};
-use bench::measure;
+use bench::{measure, servers};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use partykit_runtime::{
     Connection, Error, IntoResponse, Limits, Message, Request, Response, Room, Server, party,
@@ -232,34 +232,14 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(exe: &Path, variant: Variant, options: &Options) -> Result<Self, String> {
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("serve")
             .arg(variant.name())
             .arg(options.state_bytes.to_string())
-            .arg(options.hibernate_after.as_millis().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|error| format!("cannot start {}: {error}", exe.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|addr| addr.parse().ok());
-        match addr {
-            Some(addr) => Ok(Self { child, addr }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(format!(
-                    "the {} server did not start (read {read:?}: {line:?})",
-                    variant.name()
-                ))
-            }
-        }
+            .arg(options.hibernate_after.as_millis().to_string());
+        let (child, addr) = servers::spawn_listening(&mut command, exe, variant.name())?;
+        Ok(Self { child, addr })
     }
 
     fn rss(&self) -> Result<u64, String> {
@@ -269,16 +249,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        servers::stop(&mut self.child);
     }
 }
 
