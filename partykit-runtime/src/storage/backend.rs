@@ -159,16 +159,24 @@ pub(crate) mod conformance {
 
     use super::{Backend, Mutation, RoomCommit, RoomKey, RoomSnapshot};
 
-    fn put(key: &str, value: &str) -> Mutation {
+    /// A put of `value` (as bytes) under `key`.
+    pub(crate) fn put(key: &str, value: &str) -> Mutation {
         Mutation::Put(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()))
     }
 
-    async fn commit(backend: &dyn Backend, room: &RoomKey, mutations: Vec<Mutation>) {
-        let commit = RoomCommit {
+    /// `mutations` as one commit of `room`.
+    pub(crate) fn room_commit(room: &RoomKey, mutations: Vec<Mutation>) -> RoomCommit {
+        RoomCommit {
             room: room.clone(),
             mutations,
-        };
-        backend.commit(commit).await.expect("commit");
+        }
+    }
+
+    async fn commit(backend: &dyn Backend, room: &RoomKey, mutations: Vec<Mutation>) {
+        backend
+            .commit(room_commit(room, mutations))
+            .await
+            .expect("commit");
     }
 
     /// The room's state with its entries sorted, since `load` returns them in any order.

@@ -290,16 +290,7 @@ mod tests {
         (backend, gate)
     }
 
-    fn put(key: &str, value: &'static str) -> Mutation {
-        Mutation::Put(key.into(), Bytes::from_static(value.as_bytes()))
-    }
-
-    fn commit(room: &RoomKey, mutations: Vec<Mutation>) -> RoomCommit {
-        RoomCommit {
-            room: room.clone(),
-            mutations,
-        }
-    }
+    use crate::storage::backend::conformance::{put, room_commit as commit};
 
     #[tokio::test]
     async fn round_trips() {

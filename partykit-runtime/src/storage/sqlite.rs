@@ -652,16 +652,7 @@ mod tests {
         }
     }
 
-    fn put(key: &str, value: &'static str) -> Mutation {
-        Mutation::Put(key.into(), Bytes::from_static(value.as_bytes()))
-    }
-
-    fn commit(room: &RoomKey, mutations: Vec<Mutation>) -> RoomCommit {
-        RoomCommit {
-            room: room.clone(),
-            mutations,
-        }
-    }
+    use crate::storage::backend::conformance::{put, room_commit as commit};
 
     /// Runs a conformance check against a fresh database.
     macro_rules! conformance_test {
