@@ -47,8 +47,31 @@ pub struct Limits {
     /// How many times a failed `on_alarm` is retried before the alarm is dropped.
     /// Default 6.
     pub alarm_max_retries: u32,
-    /// How long shutdown waits for sockets to flush their close frames. Default 5 s.
+    /// How long shutdown waits for sockets to close, rooms to run `on_close` and storage
+    /// to flush. Default 5 s.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers (from the first byte of
+    /// the connection or of the next request); a slower one is disconnected. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive HTTP connection may sit idle between requests before it is
+    /// closed. Default 30 s.
+    pub keep_alive_timeout: Duration,
+    /// How long reading one request's body may take; a slower body answers 408.
+    /// Default 30 s.
+    pub body_read_timeout: Duration,
+    /// The bytes of request bodies that may be buffered at once across the whole server,
+    /// so anonymous clients cannot pin memory before a hook has decided; a request that
+    /// does not fit answers 503. Default 64 MiB.
+    pub max_buffered_bodies: usize,
+    /// The most client connections (HTTP and WebSocket) open at once; one more is
+    /// answered 503 and closed. Default 10,000.
+    pub max_connections: usize,
+    /// The most rooms live at once across every party; a request for one more answers
+    /// 503 (a socket closes with 1013) until rooms are evicted. Default 10,000.
+    pub max_rooms: usize,
+    /// The longest room id, in bytes of the raw path segment; a longer one answers 414.
+    /// Default 512.
+    pub max_room_id_length: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +88,13 @@ impl Default for Limits {
             alarm_retry_base: Duration::from_secs(2),
             alarm_max_retries: 6,
             shutdown_grace: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            max_buffered_bodies: 64 * 1024 * 1024,
+            max_connections: 10_000,
+            max_rooms: 10_000,
+            max_room_id_length: 512,
         }
     }
 }
