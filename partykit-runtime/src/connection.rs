@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 mod queue;
 
-use crate::storage::gate::Gate;
+use crate::gate::{Gate, Sink};
 use crate::{Error, Message, Request};
 
 /// Close codes the runtime uses, named.
@@ -27,6 +27,9 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// `connection_tags` or `on_connect` failed; the reason is the error's message.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// The room could not take the connection now (the server is shutting down, or is
+    /// at its limit of live rooms): try again later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// The longest close reason the WebSocket protocol allows, in bytes.
@@ -93,7 +96,7 @@ struct Inner {
     aborted: AtomicBool,
     /// The room's output gate, once the connection has joined a room: what it sends
     /// after an unconfirmed write waits for the write to be durable.
-    gate: OnceLock<Arc<Gate>>,
+    gate: OnceLock<Arc<Gate<Connection>>>,
     /// The largest state, serialized, when the room's party hibernates.
     state_limit: OnceLock<usize>,
     /// Wakes the socket's task to drop the socket now (its peer is too slow).
@@ -232,34 +235,11 @@ impl Connection {
 
     /// Queues `outbound` for the socket task, past the gate.
     pub(crate) fn push(&self, outbound: Outbound) -> Result<(), SendError> {
-        let frame = match outbound {
-            Outbound::Frame(frame) => frame,
-            Outbound::Close(_) => {
-                // The socket task may be gone already; then there is nothing to close.
-                let _ = self.inner.outbound.send(outbound);
-                return Ok(());
-            }
-        };
-        if self.inner.aborted.load(Ordering::Acquire) {
+        if !self.admit(&outbound) {
             return Err(SendError::Closed);
         }
-        let size = frame_len(&frame);
-        let queued = self.inner.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
-        if queued > self.inner.max_queued_bytes {
-            tracing::warn!(
-                connection = %self.inner.id,
-                queued,
-                "peer is too slow: closing it with 1008"
-            );
-            self.inner.closing.store(true, Ordering::Release);
-            self.inner.aborted.store(true, Ordering::Release);
-            self.inner.abort.notify_one();
-            return Err(SendError::Closed);
-        }
-        self.inner
-            .outbound
-            .send(Outbound::Frame(frame))
-            .map_err(|_| SendError::Closed)
+        self.deliver(outbound);
+        Ok(())
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -268,7 +248,7 @@ impl Connection {
 
     /// Joins a room: output passes its gate from now on, and the state is limited to
     /// `state_limit` bytes if its party hibernates.
-    pub(crate) fn join(&self, gate: Arc<Gate>, state_limit: Option<usize>) {
+    pub(crate) fn join(&self, gate: Arc<Gate<Connection>>, state_limit: Option<usize>) {
         // A connection joins exactly one room, once.
         let _ = self.inner.gate.set(gate);
         if let Some(limit) = state_limit {
@@ -278,6 +258,10 @@ impl Connection {
 
     /// Called by the socket task for every frame it takes off the queue.
     pub(crate) fn dequeued(&self, frame: &ws::Message) {
+        self.forget_frame(frame);
+    }
+
+    fn forget_frame(&self, frame: &ws::Message) {
         self.inner
             .queued_bytes
             .fetch_sub(frame_len(frame), Ordering::AcqRel);
@@ -307,6 +291,58 @@ impl Connection {
     /// Whether `self` and `other` are the same socket (not merely the same id).
     pub fn same_socket(&self, other: &Connection) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// The connection is what the output gate delivers to. A frame counts against
+/// [`Limits::max_outbound_buffer`](crate::Limits::max_outbound_buffer) from the moment it
+/// is sent, whether the gate holds it or it waits in the queue, so a room whose commits
+/// are slow cannot pile up output without bound.
+impl Sink for Connection {
+    type Item = Outbound;
+
+    fn admit(&self, outbound: &Outbound) -> bool {
+        let Outbound::Frame(frame) = outbound else {
+            // A close is never refused: it is what ends the connection.
+            return true;
+        };
+        if self.inner.aborted.load(Ordering::Acquire) {
+            return false;
+        }
+        let size = frame_len(frame);
+        let queued = self.inner.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
+        if queued > self.inner.max_queued_bytes {
+            tracing::warn!(
+                connection = %self.inner.id,
+                queued,
+                "peer is too slow: closing it with 1008"
+            );
+            self.inner.closing.store(true, Ordering::Release);
+            self.inner.aborted.store(true, Ordering::Release);
+            self.inner.abort.notify_one();
+            self.inner.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn deliver(&self, outbound: Outbound) {
+        if let Outbound::Frame(frame) = &outbound
+            && self.inner.aborted.load(Ordering::Acquire)
+        {
+            self.forget_frame(frame);
+            return;
+        }
+        if let Err(Outbound::Frame(frame)) = self.inner.outbound.send(outbound) {
+            // The socket task is gone; so is the frame.
+            self.forget_frame(&frame);
+        }
+    }
+
+    fn forget(&self, outbound: &Outbound) {
+        if let Outbound::Frame(frame) = outbound {
+            self.forget_frame(frame);
+        }
     }
 }
 

@@ -109,6 +109,7 @@ mod cron;
 pub mod deprecated;
 mod env;
 mod error;
+mod gate;
 pub mod guide;
 mod limits;
 mod lobby;
@@ -119,6 +120,7 @@ mod request;
 mod room;
 mod server;
 pub mod storage;
+mod tasks;
 #[cfg(feature = "yjs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "yjs")))]
 pub mod yjs;

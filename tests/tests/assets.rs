@@ -692,6 +692,7 @@ async fn a_missing_or_non_directory_path_refuses_to_start() {
         .no_env_file()
         .serve_dir(&missing)
         .router()
+        .await
         .expect_err("a missing directory");
     assert!(matches!(error, ServerError::Assets { ref path, .. } if *path == missing));
     let message = error.to_string();
@@ -707,6 +708,7 @@ async fn a_missing_or_non_directory_path_refuses_to_start() {
         .no_env_file()
         .serve_dir(&file)
         .router()
+        .await
         .expect_err("a file");
     assert!(matches!(error, ServerError::Assets { .. }), "{error}");
 }

@@ -388,6 +388,7 @@ async fn bad_cors_settings_refuse_to_start() {
         .party::<Main>()
         .cors("nope", Cors::On)
         .router()
+        .await
         .expect_err("an unknown party");
     assert!(
         matches!(error, ServerError::Cors { ref party, .. } if party == "nope"),
@@ -401,6 +402,7 @@ async fn bad_cors_settings_refuse_to_start() {
         .party::<Main>()
         .cors("main", Cors::headers([("bad header", "x")]))
         .router()
+        .await
         .expect_err("an invalid header");
     assert!(error.to_string().contains("bad header"), "{error}");
 
@@ -411,6 +413,7 @@ async fn bad_cors_settings_refuse_to_start() {
         .party::<Main>()
         .cors("nope", Cors::Off)
         .router()
+        .await
         .expect_err("an unknown party");
     assert!(matches!(error, ServerError::Cors { .. }), "{error}");
 }
@@ -587,6 +590,7 @@ async fn a_malformed_env_file_refuses_to_start_naming_the_line() {
         .in_memory()
         .env_file(&file)
         .router()
+        .await
         .expect_err("a malformed line");
     match &error {
         ServerError::EnvFile {
@@ -612,7 +616,7 @@ async fn a_malformed_env_file_refuses_to_start_naming_the_line() {
         ("A='x' trailing\n", 1),
     ] {
         let file = dir.write("more.env", contents);
-        match Server::new().in_memory().env_file(&file).router() {
+        match Server::new().in_memory().env_file(&file).router().await {
             Err(ServerError::EnvFile { line: at, .. }) => assert_eq!(at, line, "{contents:?}"),
             other => panic!("{contents:?}: expected EnvFile, got {:?}", other.err()),
         }
@@ -623,6 +627,7 @@ async fn a_malformed_env_file_refuses_to_start_naming_the_line() {
         .in_memory()
         .env_file(dir.path())
         .router()
+        .await
         .expect_err("a directory");
     assert!(matches!(error, ServerError::ReadEnvFile { .. }), "{error}");
 }

@@ -446,7 +446,7 @@ async fn an_invalid_cron_expression_refuses_to_start() {
             .party::<ClassMain>()
             .cron("ok", "*/5 * * * *")
             .cron("broken", expression);
-        match server.router() {
+        match server.router().await {
             Err(ServerError::InvalidCron(error)) => {
                 let message = error.to_string();
                 assert!(message.contains(expression), "{message}");

@@ -431,6 +431,7 @@ async fn two_parties_with_one_name_are_refused() {
         .party::<Twin>()
         .party::<OtherTwin>()
         .router()
+        .await
     else {
         panic!("router accepted two parties named twin");
     };

@@ -46,7 +46,7 @@ use tokio::sync::oneshot;
 pub use socket::StubSocket;
 pub(crate) use waits::WaitGraph;
 
-use crate::room::{Event, Rooms};
+use crate::room::{Event, Refused, Rooms};
 use crate::storage::RoomKey;
 use crate::{Error, Request, Response};
 
@@ -169,7 +169,8 @@ impl RoomStub {
         self.party
             .rooms
             .send(&self.room, Event::Request { request, reply })
-            .await;
+            .await
+            .map_err(Refused::into_error)?;
         response
             .await
             .map_err(|_| Error::msg("the room stopped before answering"))

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::waits::Waiting;
 use crate::connection::{Outbound, Outlet, new_id};
-use crate::room::{Event, Rooms};
+use crate::room::{Event, Refused, Rooms};
 use crate::{Connection, ConnectionContext, Error, Message, Request};
 
 /// An in-process connection to a room: the room sees an ordinary connection (with
@@ -40,7 +40,10 @@ impl StubSocket {
             ctx: ConnectionContext { request },
             reply,
         };
-        rooms.send(room, connect).await;
+        rooms
+            .send(room, connect)
+            .await
+            .map_err(Refused::into_error)?;
         connected
             .await
             .map_err(|_| Error::msg("the room stopped before accepting the connection"))??;
@@ -76,8 +79,23 @@ impl StubSocket {
             connection: self.connection.clone(),
             message: message.into(),
         };
-        self.rooms.send(&self.room, event).await;
-        Ok(())
+        let Some(event) = self
+            .rooms
+            .try_send(&self.room, event)
+            .map_err(Refused::into_error)?
+        else {
+            return Ok(());
+        };
+        // The room's mailbox is full: waiting for room in it is waiting for the room,
+        // which may be waiting for the caller.
+        let _waiting = match &self.waits {
+            Some(waits) => waits()?,
+            None => None,
+        };
+        self.rooms
+            .send(&self.room, event)
+            .await
+            .map_err(Refused::into_error)
     }
 
     /// The next message from the room; `None` once the room closed the connection.
@@ -125,7 +143,8 @@ impl StubSocket {
             connection: self.connection.clone(),
             error: None,
         };
-        self.rooms.send(&self.room, closed).await;
+        // A room with an open connection is live, so this is not refused.
+        let _ = self.rooms.send(&self.room, closed).await;
     }
 }
 
@@ -138,18 +157,16 @@ impl Drop for StubSocket {
         let rooms = Arc::clone(&self.rooms);
         let room = std::mem::take(&mut self.room);
         let connection = self.connection.clone();
-        // Drop cannot await; the room still hears of the close.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                rooms
-                    .send(
-                        &room,
-                        Event::Closed {
-                            connection,
-                            error: None,
-                        },
-                    )
-                    .await;
+        let closed = Event::Closed {
+            connection,
+            error: None,
+        };
+        // Drop cannot await; the room still hears of the close, at once if its mailbox
+        // has room, otherwise from a task of the server's.
+        if let Ok(Some(closed)) = rooms.try_send(&room, closed) {
+            let tasks = rooms.tasks().clone();
+            tasks.spawn(async move {
+                let _ = rooms.send(&room, closed).await;
             });
         }
     }

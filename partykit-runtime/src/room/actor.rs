@@ -61,50 +61,55 @@ impl<P: Party> RoomActor<P> {
             rooms: seed.rooms,
             generation: seed.generation,
         };
+        let tasks = actor.rooms.tasks().clone();
         // Object-style handlers get their room from the task (`__private::current_room`).
-        tokio::spawn(crate::__private::in_room(actor.room.clone(), actor.run()));
+        tasks.spawn(crate::__private::in_room(actor.room.clone(), actor.run()));
     }
 
     async fn run(mut self) {
-        let idle = self.rooms.limits().room_idle_timeout;
+        let limits = self.rooms.limits();
+        let (idle, hibernate_after) = (limits.room_idle_timeout, limits.hibernate_after);
+        let draining = self.rooms.tasks().draining().clone();
+        let mut closed = false;
         loop {
-            let event = if self.sockets == 0 {
-                match tokio::time::timeout(idle, self.mailbox.recv()).await {
-                    Ok(Some(event)) => event,
-                    Ok(None) => return,
-                    Err(_elapsed) => {
-                        // Evicting with commits in flight would let the successor
-                        // load state older than what this room acknowledged; evicting
-                        // before a pending alarm retry would restart its count of
-                        // attempts, retrying a failing alarm forever.
-                        if self.mailbox.is_empty()
-                            && self.room.storage().is_settled()
-                            && !self.alarm_retry_pending().await
-                        {
-                            self.evict();
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            } else if P::OPTIONS.hibernate && self.party.is_some() {
-                let hibernate_after = self.rooms.limits().hibernate_after;
-                match tokio::time::timeout(hibernate_after, self.mailbox.recv()).await {
-                    Ok(Some(event)) => event,
-                    Ok(None) => return,
-                    Err(_elapsed) => {
-                        self.hibernate();
-                        continue;
-                    }
-                }
-            } else {
-                match self.mailbox.recv().await {
+            let idle_room = self.sockets == 0 && !closed;
+            let event = tokio::select! {
+                event = self.mailbox.recv() => match event {
                     Some(event) => event,
-                    None => return,
+                    None => break,
+                },
+                // Shutdown, and no socket is left: run what is queued, then exit.
+                () = draining.cancelled(), if idle_room => {
+                    self.rooms.evict(self.room.id(), self.generation);
+                    self.mailbox.close();
+                    closed = true;
+                    continue;
+                }
+                () = tokio::time::sleep(idle), if idle_room => {
+                    // Evicting with commits in flight would let the successor load
+                    // state older than what this room acknowledged; evicting before a
+                    // pending alarm retry would restart its count of attempts,
+                    // retrying a failing alarm forever.
+                    if self.mailbox.is_empty()
+                        && self.room.storage().is_settled()
+                        && !self.alarm_retry_pending().await
+                    {
+                        self.evict();
+                        break;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep(hibernate_after),
+                    if P::OPTIONS.hibernate && self.party.is_some() && self.sockets > 0 =>
+                {
+                    self.hibernate();
+                    continue;
                 }
             };
             self.handle(event).await;
         }
+        // The committer commits what it was handed, then ends.
+        self.room.storage().close();
     }
 
     /// Drops the user's value (and the storage cache, once written) while the sockets
@@ -121,7 +126,7 @@ impl<P: Party> RoomActor<P> {
     }
 
     /// Leaves the directory; events that slipped in meanwhile go to the room's successor.
-    fn evict(mut self) {
+    fn evict(&mut self) {
         tracing::debug!(
             party = self.room.name(),
             room = self.room.id(),
@@ -129,11 +134,22 @@ impl<P: Party> RoomActor<P> {
         );
         self.rooms.evict(self.room.id(), self.generation);
         self.mailbox.close();
+        let mut slipped = Vec::new();
         while let Ok(event) = self.mailbox.try_recv() {
-            let rooms = Arc::clone(&self.rooms);
-            let room_id = self.room.id().to_owned();
-            tokio::spawn(async move { rooms.send(&room_id, event).await });
+            slipped.push(event);
         }
+        if slipped.is_empty() {
+            return;
+        }
+        let rooms = Arc::clone(&self.rooms);
+        let room_id = self.room.id().to_owned();
+        self.rooms.tasks().spawn(async move {
+            for event in slipped {
+                // Refused only when the server is shutting down: then the event's
+                // sender hears of it when its reply is dropped.
+                let _ = rooms.send(&room_id, event).await;
+            }
+        });
     }
 
     async fn handle(&mut self, event: Event) {
@@ -150,7 +166,7 @@ impl<P: Party> RoomActor<P> {
         let reply = self.dispatch(event).await;
         // What the event wrote goes to the committer; output that followed a write,
         // including the HTTP response, waits at the gate until it is durable.
-        self.room.storage().submit();
+        self.room.storage().submit().await;
         if let Some((reply, response)) = reply {
             self.room.storage().gate().reply(reply, response);
         }

@@ -10,10 +10,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub(crate) use actor::RoomActor;
-pub(crate) use directory::{Rooms, Seed, Services};
+pub(crate) use directory::{Refused, Rooms, Seed, Services};
 pub(crate) use event::Event;
 use registry::Registry;
 
+use crate::connection::Outbound;
 use crate::parties::Context;
 use crate::storage::Storage;
 use crate::{Connection, Env, Message};
@@ -113,7 +114,10 @@ impl Room {
         let recipients = registry
             .iter()
             .filter(|connection| !connection.is_closing() && !without.contains(&connection.id()));
-        self.inner.storage.gate().broadcast(recipients, &frame);
+        self.inner
+            .storage
+            .gate()
+            .send_each(recipients, || Outbound::Frame(frame.clone()));
     }
 
     /// The connection with this id, if it is connected to this room.

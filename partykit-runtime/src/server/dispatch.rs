@@ -84,10 +84,10 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
             }
             Ok(Before::Forward(request)) => {
                 let (reply, response) = oneshot::channel();
-                entry
-                    .rooms
-                    .send(room, Event::Request { request, reply })
-                    .await;
+                let event = Event::Request { request, reply };
+                if let Err(refused) = entry.rooms.send(room, event).await {
+                    return refused.into_error().into_response();
+                }
                 response.await.unwrap_or_else(|_| room_gone())
             }
         }
@@ -104,7 +104,9 @@ async fn connect(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let (reply, started) = oneshot::channel();
-    entry.rooms.send(room, Event::Prepare { reply }).await;
+    if let Err(refused) = entry.rooms.send(room, Event::Prepare { reply }).await {
+        return refused.into_error().into_response();
+    }
     match started.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return error.into_response(),
@@ -121,14 +123,14 @@ async fn connect(
         outlet,
         rooms: Arc::clone(&entry.rooms),
         room: room.to_owned(),
-        stopping: app.stopping.clone(),
+        stopping: app.tasks.stopping().clone(),
     };
     // Boxed: the socket task's future would otherwise carry the request twice.
     let ctx = Box::new(ConnectionContext { request });
-    let sockets = app.sockets.clone();
+    let tasks = app.tasks.clone();
     socket::configure(upgrade, limits)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |websocket| sockets.track_future(session.run(websocket, ctx)))
+        .on_upgrade(move |websocket| tasks.track_connection(session.run(websocket, ctx)))
 }
 
 async fn outside_parties(app: &App, request: axum::extract::Request) -> Response {
@@ -146,9 +148,9 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         };
         let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
         let party = Arc::clone(&main.party);
-        let sockets = app.sockets.clone();
+        let tasks = app.tasks.clone();
         return socket::configure(upgrade, &app.limits).on_upgrade(move |socket| {
-            sockets.track_future(async move {
+            tasks.track_connection(async move {
                 let socket = FetchSocket { socket, request };
                 if let Err(error) = party.socket(socket, &lobby).await {
                     tracing::warn!(%error, "on_socket failed");

@@ -13,12 +13,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::time::Instant;
 
 pub use cors::Cors;
 pub(crate) use party_type::PartyType;
@@ -28,6 +28,7 @@ use crate::alarms::AlarmClock;
 use crate::cron::{CronError, Crons};
 use crate::room::{Rooms, Services};
 use crate::storage::{Backend, BackendError, MemoryBackend, SqliteBackend};
+use crate::tasks::{StopOnDrop, Tasks};
 use crate::{Cron, CronLobby, Env, Limits, Party};
 
 /// The environment variable that overrides the host [`Server::run`] binds to.
@@ -236,11 +237,12 @@ impl Server {
     /// `on_socket`, 404): merge it into an app that has no fallback of its own.
     ///
     /// Sockets it accepts close with 1001 only when shut down through
-    /// [`serve`](Self::serve), [`listen`](Self::listen) or [`run`](Self::run).
-    pub fn router(self) -> Result<axum::Router, ServerError> {
-        Ok(self
-            .build(CancellationToken::new(), TaskTracker::new())?
-            .router())
+    /// [`serve`](Self::serve), [`listen`](Self::listen) or [`run`](Self::run). When the
+    /// router and every connection it serves are dropped, its rooms exit once idle and
+    /// its background work (alarms, cron) stops; storage is closed when the last room
+    /// has gone.
+    pub async fn router(self) -> Result<axum::Router, ServerError> {
+        Ok(self.build(Tasks::new()).await?.router())
     }
 
     /// Binds to `PARTYKIT_HOST`:`PARTYKIT_PORT` (default `127.0.0.1:1999`) and serves
@@ -256,152 +258,221 @@ impl Server {
         self.serve(listener, shutdown_signal()).await
     }
 
-    /// Serves on `listener` until `shutdown` completes; then stops accepting, closes
-    /// every socket with 1001 and waits (up to [`Limits::shutdown_grace`]) for the close
-    /// frames to go out.
+    /// Serves on `listener` until `shutdown` completes, then shuts down in order: stops
+    /// accepting, closes every socket with 1001, lets each room run `on_close` for its
+    /// sockets and commit what it wrote, closes the storage backend, and returns. Every
+    /// task the server started has ended by then. The whole shutdown takes at most
+    /// [`Limits::shutdown_grace`]; what is still running then is stopped.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let stopping = CancellationToken::new();
-        let sockets = TaskTracker::new();
         let grace = self.limits.shutdown_grace;
-        let app = self.build(stopping.clone(), sockets.clone())?;
+        let tasks = Tasks::new();
+        let app = self.build(tasks.clone()).await?;
+        let backend = Arc::clone(&app.backend);
         let names: Vec<&str> = app.parties.keys().copied().collect();
         match listener.local_addr() {
             Ok(addr) => tracing::info!(%addr, parties = ?names, "partykit server listening"),
             Err(_) => tracing::info!(parties = ?names, "partykit server listening"),
         }
-        let router = app.router();
-        let signal = stopping.clone();
-        // Real-time traffic: a frame must not wait for Nagle's algorithm to batch it.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing sockets with 1001");
-                signal.cancel();
-            })
-            .await
-            .map_err(ServerError::Serve)?;
-        stopping.cancel();
-        sockets.close();
-        if tokio::time::timeout(grace, sockets.wait()).await.is_err() {
-            tracing::warn!("some sockets did not close within {grace:?}");
+        let served = accept(listener, app.router(), &tasks, shutdown, grace).await;
+        if !tasks.shut_down(Instant::now() + grace).await {
+            tracing::warn!("shutdown took longer than {grace:?}: what was left was stopped");
         }
-        Ok(())
+        backend.close().await;
+        served.map_err(ServerError::Serve)
     }
 
-    fn build(self, stopping: CancellationToken, sockets: TaskTracker) -> Result<App, ServerError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
-        let env = crate::env::load(&self.env_file, self.vars)?;
+    /// Assembles the server: opens what it reads from disk, registers the parties and
+    /// starts the background work. Every task it starts belongs to `tasks`.
+    async fn build(self, tasks: Tasks) -> Result<App, ServerError> {
+        tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
         let crons = Arc::new(Crons::parse(self.crons).map_err(ServerError::InvalidCron)?);
-        let assets = assets::Assets::open(self.assets)?;
-        let limits = Arc::new(self.limits.clone());
-        let backend: Arc<dyn Backend> = match self.storage {
+        let opened = open_resources(self.env_file, self.vars, self.assets, self.storage).await?;
+        let (alarms, clock) = AlarmClock::new();
+        let directory = Arc::new(crate::parties::Directory::default());
+        let services = Arc::new(Services {
+            env: opened.env.clone(),
+            limits: self.limits.clone(),
+            backend: Arc::clone(&opened.backend),
+            alarms,
+            parties: Arc::downgrade(&directory),
+            tasks: tasks.clone(),
+        });
+        let parties = register_parties(self.parties, &services)?;
+        let cors = cors::policies(self.cors, &parties)?;
+        let rooms: HashMap<&'static str, Arc<Rooms>> = parties
+            .iter()
+            .map(|(name, entry)| (*name, Arc::clone(&entry.rooms)))
+            .collect();
+        directory.fill(rooms.clone());
+        let stopping = tasks.stopping().clone();
+        tasks.spawn(clock.run(rooms, Arc::clone(&opened.backend), stopping));
+        spawn_crons(&tasks, &crons, &parties, &opened.env, &directory);
+        Ok(App {
+            parties,
+            crons,
+            assets: opened.assets,
+            cors,
+            directory,
+            env: opened.env,
+            limits: Arc::new(self.limits),
+            backend: opened.backend,
+            _stop_on_drop: tasks.stop_on_drop(),
+            tasks,
+        })
+    }
+}
+
+/// Accepts connections until `shutdown`, then stops accepting and lets the HTTP
+/// connections finish the request in hand, for at most `grace`.
+async fn accept(
+    listener: TcpListener,
+    router: axum::Router,
+    tasks: &Tasks,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    // Real-time traffic: a frame must not wait for Nagle's algorithm to batch it.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    let stopping = tasks.stopping().clone();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        served = &mut server => return served,
+        () = shutdown => {
+            tracing::info!("shutting down: closing sockets with 1001");
+            stopping.cancel();
+        }
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!("HTTP connections still open after {grace:?} were dropped");
+            Ok(())
+        }
+    }
+}
+
+/// What the server reads from disk, read off the async workers.
+struct Opened {
+    env: Env,
+    assets: Option<assets::Assets>,
+    backend: Arc<dyn Backend>,
+}
+
+async fn open_resources(
+    env_file: crate::env::EnvFile,
+    vars: Vec<(String, Value)>,
+    assets: assets::Config,
+    storage: StorageChoice,
+) -> Result<Opened, ServerError> {
+    let open = move || {
+        let env = crate::env::load(&env_file, vars)?;
+        let assets = assets::Assets::open(assets)?;
+        let backend: Arc<dyn Backend> = match storage {
             StorageChoice::File(path) => {
                 Arc::new(SqliteBackend::open(&path).map_err(ServerError::Storage)?)
             }
             StorageChoice::Backend(backend) => backend,
         };
-        let (alarms, clock) = AlarmClock::new();
-        let directory = Arc::new(crate::parties::Directory::default());
-        let services = Arc::new(Services {
-            env: env.clone(),
-            limits: self.limits,
-            backend: Arc::clone(&backend),
-            alarms: alarms.clone(),
-            parties: Arc::clone(&directory),
-        });
-        let mut parties = HashMap::new();
-        for party in self.parties {
-            let name = party.name();
-            if !is_valid_party_name(name) {
-                return Err(ServerError::InvalidPartyName(name));
-            }
-            let rooms = Arc::new(Rooms::new(Arc::clone(&party), Arc::clone(&services)));
-            if parties.insert(name, PartyEntry { party, rooms }).is_some() {
-                return Err(ServerError::DuplicateParty(name));
-            }
-        }
-        let cors = cors::policies(self.cors, &parties)?;
-        let directories: HashMap<&'static str, Arc<Rooms>> = parties
-            .iter()
-            .map(|(name, entry)| (*name, Arc::clone(&entry.rooms)))
-            .collect();
-        directory.fill(directories.clone());
-        runtime.spawn(clock.run(directories));
-        // Alarms stored before a restart: those due meanwhile fire at once.
-        runtime.spawn(async move {
-            match backend.alarms().await {
-                Ok(stored) => {
-                    for (room, time) in stored {
-                        alarms.set(room, Some(time));
-                    }
-                }
-                Err(error) => tracing::error!(%error, "cannot load stored alarms"),
-            }
-        });
-        for (name, entry) in &parties {
-            let handlers = entry.party.handlers();
-            if *name != "main" && (handlers.on_fetch || handlers.on_socket || handlers.on_cron) {
-                tracing::warn!(
-                    party = name,
-                    "only the main party's on_fetch, on_socket and on_cron are used; this party's are ignored"
-                );
-            }
-        }
-        let main_crons = parties
-            .get("main")
-            .map(|entry| entry.party.clone())
-            .filter(|main| main.handlers().on_cron);
-        match main_crons {
-            Some(main) if !crons.is_empty() => {
-                let crons = Arc::clone(&crons);
-                let lobby = CronLobby {
-                    env: env.clone(),
-                    parties: crate::parties::Parties::new(Arc::clone(&directory), None),
-                };
-                runtime.spawn(async move {
-                    crons
-                        .run(|name, cron, scheduled_time| {
-                            let (main, lobby) = (Arc::clone(&main), lobby.clone());
-                            tokio::spawn(async move {
-                                let cron = Cron {
-                                    name,
-                                    cron,
-                                    scheduled_time,
-                                };
-                                if let Err(error) = main.cron(cron, &lobby).await {
-                                    tracing::warn!(%error, "on_cron failed");
-                                }
-                            });
-                        })
-                        .await;
-                });
-            }
-            None if !crons.is_empty() => tracing::warn!(
-                "cron schedules are declared but the main party has no on_cron: they will not run"
-            ),
-            _ => {}
-        }
-        Ok(App {
-            parties,
-            crons,
-            assets,
-            cors,
-            directory,
+        Ok(Opened {
             env,
-            limits,
-            stopping,
-            sockets,
+            assets,
+            backend,
         })
+    };
+    match tokio::task::spawn_blocking(open).await {
+        Ok(opened) => opened,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
+}
+
+/// Gives each party its rooms; refuses invalid and duplicate names.
+fn register_parties(
+    parties: Vec<Arc<dyn PartyType>>,
+    services: &Arc<Services>,
+) -> Result<HashMap<&'static str, PartyEntry>, ServerError> {
+    let mut registered = HashMap::new();
+    for party in parties {
+        let name = party.name();
+        if !is_valid_party_name(name) {
+            return Err(ServerError::InvalidPartyName(name));
+        }
+        let rooms = Arc::new(Rooms::new(Arc::clone(&party), Arc::clone(services)));
+        if registered
+            .insert(name, PartyEntry { party, rooms })
+            .is_some()
+        {
+            return Err(ServerError::DuplicateParty(name));
+        }
+    }
+    for (name, entry) in &registered {
+        let handlers = entry.party.handlers();
+        if *name != "main" && (handlers.on_fetch || handlers.on_socket || handlers.on_cron) {
+            tracing::warn!(
+                party = name,
+                "only the main party's on_fetch, on_socket and on_cron are used; this party's are ignored"
+            );
+        }
+    }
+    Ok(registered)
+}
+
+/// Runs the main party's `on_cron` on the declared schedules until shutdown.
+fn spawn_crons(
+    tasks: &Tasks,
+    crons: &Arc<Crons>,
+    parties: &HashMap<&'static str, PartyEntry>,
+    env: &Env,
+    directory: &Arc<crate::parties::Directory>,
+) {
+    let main = parties
+        .get("main")
+        .map(|entry| Arc::clone(&entry.party))
+        .filter(|main| main.handlers().on_cron);
+    let Some(main) = main else {
+        if !crons.is_empty() {
+            tracing::warn!(
+                "cron schedules are declared but the main party has no on_cron: they will not run"
+            );
+        }
+        return;
+    };
+    if crons.is_empty() {
+        return;
+    }
+    let crons = Arc::clone(crons);
+    let lobby = CronLobby {
+        env: env.clone(),
+        parties: crate::parties::Parties::new(Arc::clone(directory), None),
+    };
+    let runs = tasks.clone();
+    let stopping = tasks.stopping().clone();
+    tasks.spawn(async move {
+        let schedule = crons.run(|name, cron, scheduled_time| {
+            let (main, lobby) = (Arc::clone(&main), lobby.clone());
+            runs.spawn(async move {
+                let cron = Cron {
+                    name,
+                    cron,
+                    scheduled_time,
+                };
+                if let Err(error) = main.cron(cron, &lobby).await {
+                    tracing::warn!(%error, "on_cron failed");
+                }
+            });
+        });
+        stopping.run_until_cancelled(schedule).await;
+    });
 }
 
 impl Default for Server {
@@ -545,8 +616,10 @@ pub(crate) struct App {
     pub(crate) directory: Arc<crate::parties::Directory>,
     pub(crate) env: Env,
     pub(crate) limits: Arc<Limits>,
-    pub(crate) stopping: CancellationToken,
-    pub(crate) sockets: TaskTracker,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) tasks: Tasks,
+    /// A server that is dropped rather than shut down still stops its background work.
+    _stop_on_drop: StopOnDrop,
 }
 
 impl App {

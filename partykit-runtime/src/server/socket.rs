@@ -69,19 +69,24 @@ impl Session {
                 ctx: *ctx,
                 reply,
             };
-            self.rooms.send(&self.room, connect).await;
             // Inbound frames wait in the socket until `on_connect` has returned.
-            let refused = match connected.await {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error.to_string()),
-                Err(_) => Some("The room stopped before accepting the connection".to_owned()),
+            let refused = match self.rooms.send(&self.room, connect).await {
+                Err(refused) => Some((close_code::TRY_AGAIN_LATER, refused.to_string())),
+                Ok(()) => match connected.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some((close_code::INTERNAL_ERROR, error.to_string())),
+                    Err(_) => Some((
+                        close_code::INTERNAL_ERROR,
+                        "The room stopped before accepting the connection".to_owned(),
+                    )),
+                },
             };
-            if let Some(mut reason) = refused {
+            if let Some((code, mut reason)) = refused {
                 if reason.is_empty() {
                     reason = "Uncaught exception when connecting".to_owned();
                 }
                 self.connection.mark_closed();
-                close(&mut socket, close_code::INTERNAL_ERROR, &reason).await;
+                close(&mut socket, code, &reason).await;
                 return;
             }
             let end = self.pump(&mut socket).await;
@@ -94,7 +99,8 @@ impl Session {
                 connection: self.connection,
                 error,
             };
-            self.rooms.send(&self.room, closed).await;
+            // The room is live while it has this socket, so this is not refused.
+            let _ = self.rooms.send(&self.room, closed).await;
         }
     }
 
@@ -136,7 +142,7 @@ impl Session {
                         Some(Err(error)) => return self.read_failed(socket, error).await,
                     };
                     let event = Event::Message { connection: self.connection.clone(), message };
-                    self.rooms.send(&self.room, event).await;
+                    let _ = self.rooms.send(&self.room, event).await;
                 }
             }
         }

@@ -132,6 +132,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every room's pending alarm, so that alarms set before a restart still fire.
     fn alarms(&self) -> BoxFuture<'_, Result<Vec<(RoomKey, i64)>, BackendError>>;
+
+    /// The server is done with the backend: finish the commits already handed over and
+    /// release what the backend holds (files, connections). Called once, after the last
+    /// room has stopped, by [`Server::serve`](crate::Server::serve). Does nothing by
+    /// default.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A shared backend is a backend: keep an `Arc` to inspect or steer it (e.g. a test's
@@ -147,6 +155,10 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
 
     fn alarms(&self) -> BoxFuture<'_, Result<Vec<(RoomKey, i64)>, BackendError>> {
         (**self).alarms()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        (**self).close()
     }
 }
 

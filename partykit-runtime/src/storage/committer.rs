@@ -10,7 +10,9 @@ use http::StatusCode;
 use tokio::sync::{mpsc, watch};
 
 use super::backend::{Backend, Mutation, RoomCommit, RoomKey};
-use super::gate::Gate;
+use crate::Connection;
+use crate::gate::Gate;
+use crate::tasks::Tasks;
 
 /// What one or more events wrote, numbered by the gate.
 pub(crate) struct Batch {
@@ -21,7 +23,7 @@ pub(crate) struct Batch {
 
 /// What the committer shares with the room's storage.
 pub(crate) struct Shared {
-    pub(crate) gate: Arc<Gate>,
+    pub(crate) gate: Arc<Gate<Connection>>,
     /// Bumped when the room resets after a failed commit; older batches are dropped.
     pub(crate) epoch: AtomicU64,
     /// A commit failed and the room has not reset yet.
@@ -39,14 +41,22 @@ pub(crate) fn failure() -> axum::response::Response {
         .into_response()
 }
 
+/// How many batches may wait for the committer. Whatever waits is merged into the next
+/// commit, so a few are enough to keep commits pipelined; when they are full, the room
+/// waits before its next event.
+const QUEUED_BATCHES: usize = 8;
+
+/// Starts a room's committer; it ends when every sender is dropped and the queue is
+/// drained.
 pub(crate) fn spawn(
+    tasks: &Tasks,
     room: RoomKey,
     backend: Arc<dyn Backend>,
     shared: Arc<Shared>,
     on_durable: impl Fn(&RoomKey, &[Mutation]) + Send + 'static,
-) -> mpsc::UnboundedSender<Batch> {
-    let (sender, mut batches) = mpsc::unbounded_channel::<Batch>();
-    tokio::spawn(async move {
+) -> mpsc::Sender<Batch> {
+    let (sender, mut batches) = mpsc::channel::<Batch>(QUEUED_BATCHES);
+    tasks.spawn(async move {
         while let Some(first) = batches.recv().await {
             let mut seq = first.seq;
             let mut epoch = first.epoch;
@@ -64,7 +74,7 @@ pub(crate) fn spawn(
             let current = shared.epoch.load(Ordering::Acquire);
             if epoch != current || shared.failed.load(Ordering::Acquire) {
                 // Written on top of a failed commit: the room resets and drops them.
-                shared.gate.discard(seq, failure);
+                shared.gate.discard_through(seq, failure);
                 shared.finished.send_replace(seq);
                 continue;
             }
@@ -74,7 +84,7 @@ pub(crate) fn spawn(
             };
             match backend.commit(commit.clone()).await {
                 Ok(()) => {
-                    shared.gate.committed(seq);
+                    shared.gate.release_through(seq);
                     on_durable(&room, &commit.mutations);
                 }
                 Err(error) => {
@@ -86,7 +96,7 @@ pub(crate) fn spawn(
                     // Drop what waited first, then tell the room: anything the room
                     // holds before it sees the flag belongs to the failed state too,
                     // and is dropped when its own commit is discarded.
-                    shared.gate.discard(seq, failure);
+                    shared.gate.discard_through(seq, failure);
                     shared.failed.store(true, Ordering::Release);
                 }
             }

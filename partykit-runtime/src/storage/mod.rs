@@ -52,7 +52,6 @@
 
 mod backend;
 mod committer;
-pub(crate) mod gate;
 mod list;
 mod memory;
 mod sqlite;
@@ -60,7 +59,7 @@ mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -76,9 +75,10 @@ pub use sqlite::{DEFAULT_PATH, SqliteBackend};
 pub use transaction::Transaction;
 
 use committer::{Batch, Shared};
-use gate::Gate;
 
-use crate::Error;
+use crate::gate::Gate;
+use crate::tasks::Tasks;
+use crate::{Connection, Error};
 
 /// The longest key, in bytes.
 pub const MAX_KEY_SIZE: usize = 2048;
@@ -105,7 +105,15 @@ struct Inner {
     finished: watch::Receiver<u64>,
     cache: Mutex<Option<Cache>>,
     loading: tokio::sync::Mutex<()>,
-    committer: OnceLock<mpsc::UnboundedSender<Batch>>,
+    /// Started on the first write; taken by [`close`](Storage::close), which ends it.
+    committer: Mutex<Committer>,
+    tasks: Tasks,
+}
+
+enum Committer {
+    NotStarted,
+    Running(mpsc::Sender<Batch>),
+    Closed,
 }
 
 /// A live room's key space, and what it wrote since the last commit was handed over.
@@ -122,6 +130,7 @@ impl Storage {
         backend: Arc<dyn Backend>,
         max_value_size: usize,
         on_durable: OnDurable,
+        tasks: Tasks,
     ) -> Self {
         let (finished, finished_rx) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -140,7 +149,8 @@ impl Storage {
                 finished: finished_rx,
                 cache: Mutex::new(None),
                 loading: tokio::sync::Mutex::new(()),
-                committer: OnceLock::new(),
+                committer: Mutex::new(Committer::NotStarted),
+                tasks,
             }),
             confirmed: true,
         }
@@ -321,7 +331,7 @@ impl Storage {
 
     /// Waits until every write made so far is durable.
     pub async fn sync(&self) -> Result<(), Error> {
-        let Some(seq) = self.submit() else {
+        let Some(seq) = self.submit().await else {
             let submitted = self.inner.shared.gate.last_submitted();
             return self.wait_finished(submitted).await;
         };
@@ -353,12 +363,16 @@ impl Storage {
         Ok(())
     }
 
-    pub(crate) fn gate(&self) -> &Arc<Gate> {
+    pub(crate) fn gate(&self) -> &Arc<Gate<Connection>> {
         &self.inner.shared.gate
     }
 
     /// Hands what the event wrote to the committer; returns the commit's number.
-    pub(crate) fn submit(&self) -> Option<u64> {
+    ///
+    /// Waits while the committer's queue is full: a room whose commits are slow (a slow
+    /// disk) slows down, its mailbox fills and senders wait, instead of queueing writes
+    /// without bound.
+    pub(crate) async fn submit(&self) -> Option<u64> {
         let mutations = {
             let mut slot = self.lock();
             let cache = slot.as_mut()?;
@@ -373,18 +387,63 @@ impl Storage {
             epoch: self.inner.shared.epoch.load(Ordering::Acquire),
             mutations,
         };
-        let committer = self.inner.committer.get_or_init(|| {
-            let on_durable = Arc::clone(&self.inner.on_durable);
-            committer::spawn(
-                self.inner.room.clone(),
-                Arc::clone(&self.inner.backend),
-                Arc::clone(&self.inner.shared),
-                move |room, mutations| on_durable(room, mutations),
-            )
-        });
-        // The committer lives as long as this storage, so the send cannot fail.
-        let _ = committer.send(batch);
+        let Some(committer) = self.committer() else {
+            // Closed: the room is gone, and so is everyone its output was for.
+            self.inner
+                .shared
+                .gate
+                .discard_through(seq, committer::failure);
+            self.inner.shared.finished.send_replace(seq);
+            return Some(seq);
+        };
+        if let Err(mpsc::error::SendError(batch)) = committer.send(batch).await {
+            // The committer ended (it was aborted at shutdown).
+            self.inner
+                .shared
+                .gate
+                .discard_through(batch.seq, committer::failure);
+            self.inner.shared.finished.send_replace(batch.seq);
+        }
         Some(seq)
+    }
+
+    fn committer(&self) -> Option<mpsc::Sender<Batch>> {
+        let mut committer = self
+            .inner
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*committer {
+            Committer::Running(sender) => Some(sender.clone()),
+            Committer::Closed => None,
+            Committer::NotStarted => {
+                let on_durable = Arc::clone(&self.inner.on_durable);
+                let sender = committer::spawn(
+                    &self.inner.tasks,
+                    self.inner.room.clone(),
+                    Arc::clone(&self.inner.backend),
+                    Arc::clone(&self.inner.shared),
+                    move |room, mutations| on_durable(room, mutations),
+                );
+                *committer = Committer::Running(sender.clone());
+                Some(sender)
+            }
+        }
+    }
+
+    /// The server's task owner, for work a room starts.
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.inner.tasks
+    }
+
+    /// The room is done with its storage: its committer commits what it was handed and
+    /// ends.
+    pub(crate) fn close(&self) {
+        *self
+            .inner
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Committer::Closed;
     }
 
     /// Whether a commit failed since the last [`reset`](Self::reset).
@@ -457,7 +516,7 @@ impl Storage {
 
     fn wrote(&self) {
         if self.confirmed {
-            self.inner.shared.gate.close();
+            self.inner.shared.gate.hold_output();
         }
     }
 

@@ -299,6 +299,10 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SqliteBackend::close(self))
+    }
+
     fn alarms(&self) -> BoxFuture<'_, Result<Vec<(RoomKey, i64)>, BackendError>> {
         self.read(all_alarms)
     }
@@ -473,6 +477,11 @@ fn run_writer(
             write_batch(&conn, &mut batch, path);
         }
         if let Some(done) = close {
+            // Move the WAL into the database file, so that what is left on disk is one
+            // self-contained file.
+            if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::warn!(path = %path.display(), %error, "checkpointing SQLite database");
+            }
             if let Err((_, error)) = conn.close() {
                 tracing::warn!(path = %path.display(), %error, "closing SQLite database");
             }

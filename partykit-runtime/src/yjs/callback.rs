@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::Result;
+use crate::tasks::Tasks;
 
 type Handler = Arc<dyn Fn(yrs::Doc) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
@@ -92,15 +93,17 @@ impl fmt::Debug for Callback {
 pub(crate) struct Debouncer {
     callback: Callback,
     doc: yrs::Doc,
+    tasks: Tasks,
     /// Started on the first change, so that building a document needs no runtime.
     changes: Option<mpsc::Sender<()>>,
 }
 
 impl Debouncer {
-    pub(crate) fn new(callback: Callback, doc: yrs::Doc) -> Self {
+    pub(crate) fn new(callback: Callback, doc: yrs::Doc, tasks: Tasks) -> Self {
         Self {
             callback,
             doc,
+            tasks,
             changes: None,
         }
     }
@@ -109,7 +112,8 @@ impl Debouncer {
     pub(crate) fn changed(&mut self) {
         let changes = self.changes.get_or_insert_with(|| {
             let (changes, received) = mpsc::channel(1);
-            tokio::spawn(run(self.callback.clone(), self.doc.clone(), received));
+            self.tasks
+                .spawn(run(self.callback.clone(), self.doc.clone(), received));
             changes
         });
         // A full channel already holds a change that the task has yet to see.
@@ -167,7 +171,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bursts_are_debounced_with_a_max_wait() {
         let (callback, calls) = counting();
-        let mut debouncer = Debouncer::new(callback, yrs::Doc::new());
+        let mut debouncer = Debouncer::new(callback, yrs::Doc::new(), Tasks::new());
 
         // Changes 50 ms apart never pause for 100 ms: max_wait fires at 350 ms.
         for _ in 0..6 {
@@ -189,7 +193,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_pending_call_runs_when_the_document_is_dropped() {
         let (callback, calls) = counting();
-        let mut debouncer = Debouncer::new(callback, yrs::Doc::new());
+        let mut debouncer = Debouncer::new(callback, yrs::Doc::new(), Tasks::new());
         debouncer.changed();
         tokio::task::yield_now().await;
         drop(debouncer);

@@ -394,9 +394,9 @@ impl YDoc {
             conflicting_gc: options.gc == Some(true) && options.persist.is_some(),
             read_only: options.read_only,
             load: options.load,
-            callback: options
-                .callback
-                .map(|callback| callback::Debouncer::new(callback, doc.clone())),
+            callback: options.callback.map(|callback| {
+                callback::Debouncer::new(callback, doc.clone(), room.storage().tasks().clone())
+            }),
             chunk_outbound: options.chunk_outbound,
             max_batch_size: options.max_batch_size,
             doc,

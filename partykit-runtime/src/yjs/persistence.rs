@@ -220,6 +220,7 @@ mod tests {
             Arc::new(MemoryBackend::new()),
             128 * 1024,
             Arc::new(|_, _| {}),
+            crate::tasks::Tasks::new(),
         )
     }
 
