@@ -1,7 +1,8 @@
-//! Task ownership and shutdown: `serve` returns only when every socket closed, every room
-//! ran `on_close` and committed it, and the backend closed; a server that is gone frees
-//! its rooms and backend; a slow backend slows its room instead of growing memory; a
-//! call between rooms through full mailboxes cannot deadlock.
+//! Task ownership, shutdown and back-pressure: `serve` returns only when every socket
+//! closed, every room ran `on_close` and committed it, and the backend closed; a server
+//! that is gone frees its rooms and backend; a slow backend slows its room instead of
+//! growing memory, and output held for it counts toward each connection's limit; a call
+//! between rooms through full mailboxes cannot deadlock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -295,6 +296,64 @@ async fn a_room_whose_commits_are_slow_stops_taking_events_until_they_finish() {
     })
     .await;
     drop(socket);
+}
+
+/// Every message writes, then broadcasts a 64 KiB frame: held until the write is durable.
+struct Shouter {
+    room: Room,
+}
+
+impl Party for Shouter {
+    const NAME: &'static str = "shouter";
+
+    fn new(room: Room) -> Self {
+        Shouter { room }
+    }
+
+    async fn on_message(&mut self, message: Message, _sender: &Connection) -> Result<()> {
+        let Message::Text(text) = message else {
+            return Ok(());
+        };
+        self.room.storage().put(&format!("m/{text}"), &true).await?;
+        self.room.broadcast("x".repeat(64 * 1024), &[]);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_held_for_a_slow_commit_counts_toward_the_connections_limit() {
+    let backend = Arc::new(MemoryBackend::new());
+    let disk = Arc::new(Semaphore::new(0));
+    let gate = Arc::clone(&disk);
+    backend.set_commit_hook(Arc::new(move |_commit| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            gate.acquire().await.expect("semaphore").forget();
+            Ok(())
+        })
+    }));
+    let limits = Limits {
+        max_outbound_buffer: 256 * 1024,
+        ..Limits::default()
+    };
+    let server = TestServer::start(
+        Server::new()
+            .no_env_file()
+            .storage(Arc::clone(&backend))
+            .limits(limits)
+            .party::<Shouter>(),
+    )
+    .await;
+    let mut listener = server.connect("/parties/shouter/held").await;
+    let mut sender = server.connect("/parties/shouter/held").await;
+    // Nothing is durable, so every broadcast is held: after four the listener's share of
+    // held output is over 256 KiB, and it is closed as a peer too far behind would be.
+    for n in 0..8 {
+        sender.send_text(n.to_string()).await;
+    }
+    let (code, reason) = listener.closed().await;
+    assert_eq!(code, 1008, "{reason}");
+    drop(disk);
 }
 
 // ---------------------------------------------------------------------------------------
