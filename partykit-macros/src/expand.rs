@@ -12,7 +12,8 @@
 //! what PartyKit's facade did at run time: the party is built from its unit value (no
 //! constructor), each handler is called without `self` and with the room, taken from the
 //! room's task (`__private::current_room`), where PartyKit's object syntax put it; and
-//! `OPTIONS.hibernate` records PartyKit's implicit hibernation rule (SPEC §2.8).
+//! `OPTIONS.hibernate` records PartyKit's implicit hibernation rule for object-style
+//! parties: a party hibernates if it has `on_message` or no `on_connect`.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};

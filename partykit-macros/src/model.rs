@@ -57,7 +57,8 @@ pub(crate) enum Role {
     Unknown,
 }
 
-/// The two ways of writing a party's room handlers (SPEC §2.6).
+/// The two ways of writing a party's room handlers: PartyKit's class style and its older
+/// object style.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Style {
     /// `fn new(room: Room) -> Self` and handlers taking `&mut self` / `&self`, as

@@ -1,5 +1,5 @@
-//! Static assets (`Server::serve_dir`, SPEC §9.3) and their place in the dispatch order
-//! (SPEC §1.2: asset > `on_fetch` > `/404.html` > `Not found`), over TCP.
+//! Static assets (`Server::serve_dir`, PartyKit's `serve` option) and their place in the
+//! dispatch order (asset > `on_fetch` > `/404.html` > `Not found`), over TCP.
 
 use std::path::PathBuf;
 
@@ -371,7 +371,7 @@ async fn party_paths_never_reach_assets() {
         (response.status, response.text().as_str()),
         (404, "Party nope not found")
     );
-    // An empty room id is not a party path (SPEC §1.1): assets apply.
+    // An empty room id is not a party path: assets apply.
     assert_file(
         &server.get("/parties/main/").await,
         "not a party path",

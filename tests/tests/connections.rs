@@ -1,4 +1,4 @@
-//! WebSocket connections (SPEC §2.2–2.3, §3, §4, §8): ids, ordering, broadcast, tags,
+//! WebSocket connections: ids, ordering, broadcast, tags,
 //! state, duplicates, limits and close codes, over TCP.
 
 use std::time::Duration;

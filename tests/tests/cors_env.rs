@@ -1,5 +1,5 @@
-//! CORS for party routes (`Server::cors`, partyserver's semantics, SPEC §11) and project
-//! variables (`.env`, `PARTYKIT_VAR_*`, `Server::var`; SPEC §9.2), over TCP.
+//! CORS for party routes (`Server::cors`, partyserver's semantics) and project variables
+//! (`.env`, `PARTYKIT_VAR_*`, `Server::var`), over TCP.
 
 use partykit_runtime::{
     Before, Connection, ConnectionContext, Cors, Env, Error, FetchLobby, Handlers, IntoResponse,

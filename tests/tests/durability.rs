@@ -1,4 +1,4 @@
-//! Durability under `kill -9` (SPEC §5.4 output gate, §5.5 persistence, §2.5 alarms): a
+//! Durability under `kill -9` (the output gate, persistence, alarms): a
 //! real server process (`party-server`, SQLite storage in a temporary directory) is
 //! killed with SIGKILL and restarted on the same file. Every write a client saw
 //! acknowledged (an HTTP answer, a broadcast) must be there after the restart, and

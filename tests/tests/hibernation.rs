@@ -1,4 +1,4 @@
-//! Hibernation (SPEC §2.8), over TCP: a hibernating party's value is dropped between
+//! Hibernation (`#[party(hibernate)]`), over TCP: a hibernating party's value is dropped between
 //! events while its sockets stay open, and rebuilt (`new`, then `on_start`) by the next
 //! event; connections keep their tags and state, which is limited in size. Object-style
 //! parties hibernate as PartyKit inferred.

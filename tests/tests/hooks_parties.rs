@@ -1,4 +1,4 @@
-//! Static hooks in both handler styles (SPEC §1.2, §6), calls between rooms (§1.4), and the
+//! Static hooks in both handler styles (`on_before_*`, `on_fetch`, `on_socket`, `on_cron`), calls between rooms, and the
 //! `auth`, `multi-party` and `cursors` examples, over TCP.
 
 use futures_util::StreamExt;

@@ -1,4 +1,4 @@
-//! Object-style (legacy) parties over TCP (SPEC §2.6, §7): the `legacy` example driven by
+//! Object-style (legacy) parties over TCP (PartyKit's `export default { … }` style): the `legacy` example driven by
 //! a real WebSocket client, and object-style parties against their class-style twins,
 //! which must give the same messages, close codes and status codes.
 

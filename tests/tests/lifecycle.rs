@@ -1,4 +1,4 @@
-//! Room lifecycle (SPEC §2.1, §2.9; DESIGN §3) and the server itself: `on_start`
+//! Room lifecycle and the server itself: `on_start`
 //! ordering and retries, panics, idle eviction, party names, graceful shutdown.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! URL routing, status codes and the `on_before_*` hooks (SPEC §1.1–1.3, §8), over TCP.
+//! URL routing, status codes and the `on_before_*` hooks, over TCP.
 
 use partykit_runtime::{
     Before, Connection, ConnectionContext, Error, Handlers, IntoResponse, Json, Limits, Lobby,

@@ -1,4 +1,4 @@
-//! Durable room storage (SPEC §5) and alarms (SPEC §2.5, §5.3), in process: the storage
+//! Durable room storage (the Durable Objects key-value API) and alarms, in process: the storage
 //! API's edge cases driven through a room's handlers over HTTP, the output gate (with a
 //! memory backend whose commits the test holds and releases), failed commits, and alarms
 //! (firing, cold starts, retries with backoff).

@@ -1,4 +1,4 @@
-//! Calls between rooms: `room.context().parties()` (SPEC §1.4).
+//! Calls between rooms: `room.context().parties()`.
 //!
 //! A room reaches any room of any party of the server in-process, without the
 //! `on_before_*` hooks, with HTTP-like requests ([`RoomStub::fetch`]) or a WebSocket-like

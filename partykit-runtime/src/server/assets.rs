@@ -1,4 +1,4 @@
-//! Static assets: PartyKit's `serve` (SPEC §9.3), from a directory on disk.
+//! Static assets: PartyKit's `serve` option, from a directory on disk.
 //!
 //! The request path is percent-decoded segment by segment and looked up below the
 //! directory. PartyKit looked paths up in a manifest of the directory's files (no dot-files,
@@ -34,7 +34,7 @@ pub(super) struct Config {
 
 impl Server {
     /// Serves the files under `dir` at paths outside the parties, as PartyKit's `serve`
-    /// option did (SPEC §9.3).
+    /// option did.
     ///
     /// - Only `GET` and `HEAD`, and only for paths outside `/parties/…` and `/party/…`.
     /// - A static file wins over `on_fetch`; `/__scheduled__` (with `on_cron`) wins over
@@ -140,7 +140,7 @@ impl Assets {
         }))
     }
 
-    /// The file `request` asks for (SPEC §9.3), or `None` to fall through to `on_fetch`.
+    /// The file `request` asks for , or `None` to fall through to `on_fetch`.
     pub(crate) async fn serve(&self, request: &Request) -> Option<Response> {
         let method = request.method();
         if method != Method::GET && method != Method::HEAD {

@@ -1,4 +1,4 @@
-//! CORS for a party's HTTP routes, with partyserver's semantics (SPEC §11): PartyKit had
+//! CORS for a party's HTTP routes, with partyserver's semantics: PartyKit had
 //! none; partyserver's `routePartykitRequest` takes a `cors` option that answers
 //! preflights and adds headers to every non-WebSocket response of the party's routes.
 

@@ -1,4 +1,4 @@
-//! Which room a path addresses (SPEC §1.1): a prefix match and a split on `/`, on the raw
+//! Which room a path addresses: a prefix match and a split on `/`, on the raw
 //! path, with no decoding and no normalisation.
 
 /// The room a party path addresses.

@@ -1,4 +1,4 @@
-//! `list`'s options and their exact semantics (SPEC §5.2).
+//! `list`'s options and their exact semantics, as in Durable Objects.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

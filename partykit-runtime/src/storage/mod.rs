@@ -1,4 +1,4 @@
-//! Durable room storage: the Durable Objects key-value API (SPEC §5).
+//! Durable room storage: the Durable Objects key-value API.
 //!
 //! Every room has one [`Storage`], reached with [`Room::storage`](crate::Room::storage).
 //!
