@@ -3,6 +3,7 @@
 mod assets;
 mod cors;
 mod dispatch;
+mod listener;
 mod party_type;
 mod routing;
 mod socket;
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
@@ -273,22 +273,24 @@ impl Server {
             Ok(addr) => tracing::info!(%addr, parties = ?names, "partykit server listening"),
             Err(_) => tracing::info!(parties = ?names, "partykit server listening"),
         }
-        let router = app.router();
-        let signal = stopping.clone();
-        // Real-time traffic: a frame must not wait for Nagle's algorithm to batch it.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
+        let limits = Arc::clone(&app.limits);
+        let accepting = listener::accept(
+            listener,
+            app.router(),
+            &limits,
+            stopping.clone(),
+            sockets.clone(),
+        );
+        let mut accepting = std::pin::pin!(accepting);
+        let accepted = tokio::select! {
+            result = accepting.as_mut() => result,
+            () = shutdown => {
                 tracing::info!("shutting down: closing sockets with 1001");
-                signal.cancel();
-            })
-            .await
-            .map_err(ServerError::Serve)?;
+                stopping.cancel();
+                accepting.await
+            }
+        };
+        accepted.map_err(ServerError::Serve)?;
         stopping.cancel();
         sockets.close();
         if tokio::time::timeout(grace, sockets.wait()).await.is_err() {
