@@ -1,6 +1,7 @@
 //! Assembling parties into a server: the builder, the router, listening and shutdown.
 
 mod assets;
+mod body;
 mod cors;
 mod dispatch;
 mod listener;
@@ -399,6 +400,7 @@ impl Server {
             cors,
             directory,
             env,
+            bodies: body::BodyBudget::new(&limits),
             limits,
             stopping,
             sockets,
@@ -547,6 +549,8 @@ pub(crate) struct App {
     pub(crate) directory: Arc<crate::parties::Directory>,
     pub(crate) env: Env,
     pub(crate) limits: Arc<Limits>,
+    /// The server-wide budget of buffered request bodies.
+    pub(crate) bodies: body::BodyBudget,
     pub(crate) stopping: CancellationToken,
     pub(crate) sockets: TaskTracker,
 }
