@@ -16,7 +16,10 @@ fn the_soak_benchmark_runs() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("normal clients were served throughout"), "{stdout}");
+    assert!(
+        stdout.contains("normal clients were served throughout"),
+        "{stdout}"
+    );
     let line: Value = stdout
         .lines()
         .rev()
@@ -28,8 +31,14 @@ fn the_soak_benchmark_runs() {
     assert!(line["probes_ok"].as_u64().unwrap() > 0, "{line}");
     assert!(line["churn_sessions"].as_u64().unwrap() > 0, "{line}");
     assert!(line["slowloris_cut"].as_u64().unwrap() > 0, "{line}");
-    assert!(line["body_answers"]["408"].as_u64().unwrap_or(0) > 0, "{line}");
-    assert!(line["head_answers"]["431"].as_u64().unwrap_or(0) > 0, "{line}");
+    assert!(
+        line["body_answers"]["408"].as_u64().unwrap_or(0) > 0,
+        "{line}"
+    );
+    assert!(
+        line["head_answers"]["431"].as_u64().unwrap_or(0) > 0,
+        "{line}"
+    );
     assert!(line["time_to_413_ms"].is_number(), "{line}");
     assert!(line["rss_peak"].as_u64().unwrap() > 0, "{line}");
     assert!(!line["samples"].as_array().unwrap().is_empty(), "{line}");

@@ -237,7 +237,10 @@ impl Server {
     /// `on_socket`, 404): merge it into an app that has no fallback of its own.
     ///
     /// Sockets it accepts close with 1001 only when shut down through
-    /// [`serve`](Self::serve), [`listen`](Self::listen) or [`run`](Self::run).
+    /// [`serve`](Self::serve), [`listen`](Self::listen) or [`run`](Self::run). The
+    /// request body limits (size, read timeout, buffered-body budget) hold in the router
+    /// itself; the connection limits (header read and keep-alive timeouts, head size,
+    /// connection cap) are the accept loop's, so whoever serves the router sets its own.
     pub fn router(self) -> Result<axum::Router, ServerError> {
         Ok(self
             .build(CancellationToken::new(), TaskTracker::new())?
@@ -258,8 +261,13 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting, closes
-    /// every socket with 1001 and waits (up to [`Limits::shutdown_grace`]) for the close
-    /// frames to go out.
+    /// every socket with 1001, lets HTTP requests in flight finish (their connections
+    /// told to close) and waits (up to [`Limits::shutdown_grace`]) for all of it.
+    ///
+    /// Connections get the HTTP limits of [`Limits`]: header read, keep-alive and body
+    /// timeouts, the request head and body sizes, the buffered-body budget and the
+    /// connection cap. Running out of file descriptors pauses accepting instead of
+    /// failing.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -291,13 +299,13 @@ impl Server {
                 accepting.await
             }
         };
-        accepted.map_err(ServerError::Serve)?;
+        // A listener that failed still has connections to drain.
         stopping.cancel();
         sockets.close();
         if tokio::time::timeout(grace, sockets.wait()).await.is_err() {
             tracing::warn!("some sockets did not close within {grace:?}");
         }
-        Ok(())
+        accepted.map_err(ServerError::Serve)
     }
 
     fn build(self, stopping: CancellationToken, sockets: TaskTracker) -> Result<App, ServerError> {
