@@ -83,9 +83,11 @@ pub struct Limits {
     /// is dropped, after the room or hook has answered it. Default 64 MiB.
     pub max_buffered_bodies: usize,
     /// The most client connections open at once, WebSockets included (an HTTP/2
-    /// connection counts once); one more is answered a short 503 and closed. Keep it
-    /// below the process's file descriptor limit (`ulimit -n`) so that the refusal can
-    /// be sent; past that limit the server stops accepting until descriptors free up.
+    /// connection counts once); one more is answered a short 503 and closed. Where the
+    /// process's file descriptor limit (`ulimit -n`, read from `/proc/self/limits`) is
+    /// too low for this cap plus 128 spare descriptors, the cap is lowered to fit (and
+    /// logged), so that a full server answers 503 instead of going silent. Past the
+    /// descriptor limit anyway, the server pauses accepting until descriptors free up.
     /// Default 10,000.
     pub max_connections: usize,
     /// The most rooms live at once across every party; a request for one more answers

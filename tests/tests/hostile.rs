@@ -436,3 +436,48 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
     assert_eq!(response.status, 200, "{}", response.text());
     server.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_descriptor_limit_a_full_server_answers_503_instead_of_going_silent() {
+    init_tracing();
+    // 256 descriptors: the cap is lowered to 128 connections, leaving room to refuse.
+    const NOFILE: u32 = 256;
+    const CAP: usize = 128;
+    let dir = TempDir::new("hostile-cap-fds");
+    let server = ServerProcess::start_with_fd_limit(
+        env!("CARGO_BIN_EXE_party-server"),
+        "chat",
+        &dir.database(),
+        NOFILE,
+    )
+    .await;
+    let addr = server.addr();
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(
+            within("a TCP connection", TcpStream::connect(addr))
+                .await
+                .expect("connect"),
+        );
+    }
+    let response = partykit_tests::http(addr, "GET", "/parties/main/lobby", &[], b"").await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert!(
+        response.text().contains("Too many open connections"),
+        "{}",
+        response.text()
+    );
+    drop(held);
+    within("a connection to be accepted again", async {
+        loop {
+            let response = partykit_tests::http(addr, "GET", "/parties/main/lobby", &[], b"").await;
+            match response.status {
+                200 => break,
+                503 => tokio::time::sleep(Duration::from_millis(10)).await,
+                other => panic!("unexpected {other}: {}", response.text()),
+            }
+        }
+    })
+    .await;
+    server.terminate().await;
+}

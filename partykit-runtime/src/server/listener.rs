@@ -43,6 +43,8 @@ use crate::Limits;
 
 /// The smallest read buffer hyper accepts, so the smallest head limit.
 const MIN_READ_BUFFER: usize = 8 * 1024;
+/// Descriptors kept free beyond the connection cap: the refusals' and the process's own.
+const FD_RESERVE: usize = 2 * MAX_REFUSALS;
 /// How long the loop pauses after an accept failed for want of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How many refusals (the `503` of a full server) may be in flight at once; beyond that
@@ -67,9 +69,7 @@ pub(super) async fn accept(
     tasks: TaskTracker,
 ) -> io::Result<()> {
     let http = Arc::new(builder(limits, &tasks));
-    let connections = Arc::new(Semaphore::new(
-        limits.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
+    let connections = Arc::new(Semaphore::new(connection_cap(limits.max_connections)));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let timeouts = Timeouts {
         head: limits.header_read_timeout,
@@ -155,6 +155,39 @@ pub(super) async fn accept(
             }
         });
     }
+}
+
+/// The connection cap in force: [`Limits::max_connections`], lowered if need be so that
+/// the process keeps [`FD_RESERVE`] descriptors beyond it (for its files, its listener and
+/// the refusals), so that a full server refuses with 503 instead of going silent.
+fn connection_cap(max_connections: usize) -> usize {
+    let cap = max_connections.min(Semaphore::MAX_PERMITS);
+    match open_files_limit() {
+        Some(limit) if limit.saturating_sub(FD_RESERVE) < cap => {
+            let lowered = (limit / 2).max(limit.saturating_sub(FD_RESERVE)).max(1);
+            tracing::info!(
+                max_connections,
+                open_files_limit = limit,
+                "the connection cap is lowered to {lowered} to stay below the file descriptor limit"
+            );
+            lowered.min(cap)
+        }
+        _ => cap,
+    }
+}
+
+/// The process's soft limit on open files, where the system tells it (Linux's
+/// `/proc/self/limits`); `None` elsewhere or when unlimited.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The connection builder: HTTP/1 with upgrades and HTTP/2 (with the extended CONNECT
