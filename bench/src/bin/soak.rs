@@ -15,7 +15,7 @@
 //! - a probe: a normal client's `GET` on a fresh connection, several times a second; its
 //!   latency and whether it was answered are the run's verdict;
 //! - slowloris clients trickling a request head one byte at a time;
-//! - body holders declaring a body one byte short of 16 MiB and sending it slowly;
+//! - body holders declaring a 16 MiB body and sending all of it but the last byte;
 //! - head holders sending an unfinished 371 KiB head and holding it;
 //! - floods: WebSocket clients sending as fast as the server takes it (bounded to a
 //!   rate), and a keep-alive HTTP client sending `GET`s back to back;
@@ -58,7 +58,7 @@ options:
   --churners N        churning clients (default 40)
   --rooms N           rooms they share (default 200)
   --slowloris N       slowloris clients (default 200)
-  --body-holders N    clients holding a 16 MiB - 1 body (default 16)
+  --body-holders N    clients holding 16 MiB - 1 of a 16 MiB body (default 16)
   --head-holders N    clients holding a 371 KiB unfinished head (default 200)
   --flooders N        WebSocket flooders (default 4), each with 4 slow readers
   -h, --help          this text
@@ -67,8 +67,8 @@ options:
              [--room-idle-ms N]
                       (internal) serve the chat party on 127.0.0.1:0";
 
-/// The body holders' declared length: one byte short of the default 16 MiB limit.
-const BODY_LENGTH: usize = 16 * 1024 * 1024 - 1;
+/// The body holders' declared length: the default limit, 16 MiB.
+const BODY_LENGTH: usize = 16 * 1024 * 1024;
 /// The head holders' unfinished head.
 const HEAD_LENGTH: usize = 371 * 1024;
 /// The longest a probe waits for its answer before it counts as not served.
@@ -794,9 +794,10 @@ async fn slowloris(addr: SocketAddr, pace: Duration, stats: Arc<Stats>, stop: Ca
     }
 }
 
-/// A client declaring a body one byte short of 16 MiB, sending 1 KiB of it, then a byte
-/// per `pace`.
+/// A client declaring a 16 MiB body (the default limit), sending all of it but the last
+/// byte, then holding it.
 async fn hold_body(addr: SocketAddr, pace: Duration, stats: Arc<Stats>, stop: CancellationToken) {
+    let chunk = vec![b'b'; 64 * 1024];
     while !stop.is_cancelled() {
         let Ok(stream) = TcpStream::connect(addr).await else {
             pause(&stop, pace).await;
@@ -807,22 +808,26 @@ async fn hold_body(addr: SocketAddr, pace: Duration, stats: Arc<Stats>, stop: Ca
         let head = format!(
             "POST /parties/main/body HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY_LENGTH}\r\n\r\n"
         );
-        let trickle = async {
-            if writer.write_all(head.as_bytes()).await.is_err()
-                || writer.write_all(&[b'b'; 1024]).await.is_err()
-            {
-                return;
-            }
-            loop {
-                tokio::time::sleep(pace).await;
-                if writer.write_all(b"b").await.is_err() {
-                    return;
+        let send = async {
+            let sent: std::io::Result<()> = async {
+                writer.write_all(head.as_bytes()).await?;
+                let mut sent = 0;
+                while sent < BODY_LENGTH - 1 {
+                    let n = chunk.len().min(BODY_LENGTH - 1 - sent);
+                    writer.write_all(&chunk[..n]).await?;
+                    sent += n;
                 }
+                Ok(())
             }
+            .await;
+            // Then nothing: the last byte never comes. A failed write means the server
+            // answered and closed: the reader tells which answer.
+            drop(sent);
+            std::future::pending::<()>().await
         };
         let mut stream_reader = ReadHalfAnswer(&mut reader);
         let answer = tokio::select! {
-            () = trickle => Some("closed".to_owned()),
+            () = send => None,
             answer = stream_reader.answer(&stop) => answer,
         };
         stats.body_open.fetch_sub(1, Ordering::Relaxed);

@@ -162,18 +162,25 @@ pub(super) async fn accept(
 /// the refusals), so that a full server refuses with 503 instead of going silent.
 fn connection_cap(max_connections: usize) -> usize {
     let cap = max_connections.min(Semaphore::MAX_PERMITS);
-    match open_files_limit() {
-        Some(limit) if limit.saturating_sub(FD_RESERVE) < cap => {
-            let lowered = (limit / 2).max(limit.saturating_sub(FD_RESERVE)).max(1);
-            tracing::info!(
-                max_connections,
-                open_files_limit = limit,
-                "the connection cap is lowered to {lowered} to stay below the file descriptor limit"
-            );
-            lowered.min(cap)
-        }
-        _ => cap,
+    let Some(limit) = open_files_limit() else {
+        return cap;
+    };
+    let fitted = cap_within(cap, limit);
+    if fitted < cap {
+        tracing::info!(
+            max_connections,
+            open_files_limit = limit,
+            "the connection cap is lowered to {fitted} to stay below the file descriptor limit"
+        );
     }
+    fitted
+}
+
+/// `cap`, or less so that `limit` descriptors leave [`FD_RESERVE`] spare (and never less
+/// than half of them for connections).
+fn cap_within(cap: usize, limit: usize) -> usize {
+    let room = limit.saturating_sub(FD_RESERVE).max(limit / 2).max(1);
+    cap.min(room)
 }
 
 /// The process's soft limit on open files, where the system tells it (Linux's
@@ -548,5 +555,26 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_descriptors_to_spare() {
+        assert_eq!(cap_within(10_000, 20_000), 10_000);
+        assert_eq!(cap_within(10_000, 1024), 1024 - FD_RESERVE);
+        assert_eq!(cap_within(10_000, 256), 128);
+        assert_eq!(cap_within(10_000, 64), 32);
+        assert_eq!(cap_within(10, 64), 10);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(open_files_limit().is_some_and(|limit| limit > 0));
+        }
     }
 }
