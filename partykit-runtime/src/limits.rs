@@ -26,7 +26,9 @@ pub struct Limits {
     /// How many bytes may wait in one connection's outbound queue before the peer is
     /// deemed too slow and closed with 1008. Default 16 MiB.
     pub max_outbound_buffer: usize,
-    /// The largest HTTP request body, in bytes; larger answers 413. Default 16 MiB.
+    /// The largest HTTP request body, in bytes; larger answers 413, at once when the
+    /// request declares its `Content-Length` (before a byte of the body is read).
+    /// Default 16 MiB.
     pub max_request_body: usize,
     /// The largest storage value, in bytes; a larger `put` fails. Default 128 KiB, as on
     /// PartyKit.
@@ -50,21 +52,43 @@ pub struct Limits {
     /// How long shutdown waits for sockets to close, rooms to run `on_close` and storage
     /// to flush. Default 5 s.
     pub shutdown_grace: Duration,
-    /// How long a client may take to send a request's headers (from the first byte of
-    /// the connection or of the next request); a slower one is disconnected. Default 10 s.
+    /// How long a client may take to send a request's head (request line and headers),
+    /// counted from the moment the connection is accepted, or from the first byte of the
+    /// next request on a kept-alive connection; a slower client is disconnected, so
+    /// that a "slowloris" trickling one header byte at a time cannot hold a connection
+    /// (and its file descriptor) for long. Default 10 s.
+    ///
+    /// Like every limit on connections, this applies to [`Server::serve`],
+    /// [`listen`](crate::Server::listen) and [`run`](crate::Server::run); an app that
+    /// serves [`Server::router`] itself sets its own.
+    ///
+    /// [`Server::serve`]: crate::Server::serve
+    /// [`Server::router`]: crate::Server::router
     pub header_read_timeout: Duration,
-    /// How long a kept-alive HTTP connection may sit idle between requests before it is
-    /// closed. Default 30 s.
+    /// How long a kept-alive HTTP connection may sit idle between requests (no request
+    /// in flight, no byte of the next one received) before it is closed. Default 30 s.
     pub keep_alive_timeout: Duration,
-    /// How long reading one request's body may take; a slower body answers 408.
-    /// Default 30 s.
+    /// The largest request head (request line and headers; HTTP/2: the header list), in
+    /// bytes, at least 8 KiB; a larger one answers 431 and the connection closes. This
+    /// bounds what a client holding an unfinished head pins. Default 32 KiB.
+    pub max_request_head: usize,
+    /// How long reading one request's body may take, from the moment its head was read;
+    /// a slower body answers 408 and the connection closes. Default 30 s.
     pub body_read_timeout: Duration,
     /// The bytes of request bodies that may be buffered at once across the whole server,
-    /// so anonymous clients cannot pin memory before a hook has decided; a request that
-    /// does not fit answers 503. Default 64 MiB.
+    /// so anonymous clients cannot pin memory before a hook has decided. A body's
+    /// declared `Content-Length` is reserved before its first byte is read (a chunked
+    /// body reserves its bytes as they arrive); a request that does not fit answers 503
+    /// at once. The reservation is given back when the request (which holds the body)
+    /// is dropped, after the room or hook has answered it. Default 64 MiB.
     pub max_buffered_bodies: usize,
-    /// The most client connections (HTTP and WebSocket) open at once; one more is
-    /// answered 503 and closed. Default 10,000.
+    /// The most client connections open at once, WebSockets included (an HTTP/2
+    /// connection counts once); one more is answered a short 503 and closed. Where the
+    /// process's file descriptor limit (`ulimit -n`, read from `/proc/self/limits`) is
+    /// too low for this cap plus 128 spare descriptors, the cap is lowered to fit (and
+    /// logged), so that a full server answers 503 instead of going silent. Past the
+    /// descriptor limit anyway, the server pauses accepting until descriptors free up.
+    /// Default 10,000.
     pub max_connections: usize,
     /// The most rooms live at once across every party; a request for one more answers
     /// 503 (a socket closes with 1013) until rooms are evicted. Default 10,000.
@@ -90,6 +114,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(30),
+            max_request_head: 32 * 1024,
             body_read_timeout: Duration::from_secs(30),
             max_buffered_bodies: 64 * 1024 * 1024,
             max_connections: 10_000,

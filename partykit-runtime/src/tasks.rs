@@ -37,6 +37,19 @@ impl Tasks {
         Self::default()
     }
 
+    /// Runs `task` as a client connection's task (or a part of one, like an HTTP/2
+    /// stream).
+    pub(crate) fn spawn_connection<F>(&self, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let aborting = self.aborting.clone();
+        self.connections.spawn(async move {
+            aborting.run_until_cancelled(task).await;
+        });
+    }
+
     /// Wraps a client connection's future so that shutdown waits for it, for futures
     /// that someone else spawns (axum spawns the task of an upgraded socket).
     pub(crate) fn track_connection<F>(&self, task: F) -> impl Future<Output = ()> + Send + use<F>

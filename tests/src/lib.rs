@@ -418,6 +418,23 @@ pub async fn http(
     .await
 }
 
+/// Reads one HTTP/1.1 response from `stream` (a request written by hand); fails the test
+/// on timeout or on a malformed response.
+pub async fn read_response_on(stream: &mut TcpStream, what: &str) -> HttpResponse {
+    within(what, read_response(stream, what, false)).await
+}
+
+/// Whether the peer ended `stream` (EOF or reset) within [`WAIT`], reading and dropping
+/// anything it sends first.
+pub async fn ends_within_wait(stream: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .is_ok()
+}
+
 async fn read_response(stream: &mut TcpStream, what: &str, head_only: bool) -> HttpResponse {
     let mut buffer = Vec::new();
     // The head.

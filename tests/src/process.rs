@@ -78,7 +78,25 @@ impl ServerProcess {
     /// Starts `<exe> <example> <database>` (pass `env!("CARGO_BIN_EXE_party-server")`:
     /// only integration tests know it) and waits for the address it prints.
     pub async fn start(exe: &str, example: &str, database: &Path) -> Self {
-        let mut child = Command::new(exe)
+        Self::spawn(Command::new(exe), example, database).await
+    }
+
+    /// Like [`start`](Self::start), with the process's file descriptor limit
+    /// (`RLIMIT_NOFILE`, soft and hard) set to `nofile` by util-linux's `prlimit`, which
+    /// then runs the server in its own place (same process id).
+    pub async fn start_with_fd_limit(
+        exe: &str,
+        example: &str,
+        database: &Path,
+        nofile: u32,
+    ) -> Self {
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={nofile}:{nofile}")).arg(exe);
+        Self::spawn(command, example, database).await
+    }
+
+    async fn spawn(mut command: Command, example: &str, database: &Path) -> Self {
+        let mut child = command
             .arg(example)
             .arg(database)
             .stdin(Stdio::null())
@@ -111,6 +129,18 @@ impl ServerProcess {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// How many file descriptors the server has open (from `/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("cannot list the server's descriptors")
+            .count()
     }
 
     /// SIGKILL: no shutdown, no last writes. Waits until the process is gone and checks

@@ -13,7 +13,7 @@ use http::{Method, StatusCode, header};
 use tokio::sync::oneshot;
 
 use super::routing::{self, Target};
-use super::{App, PartyEntry, socket};
+use super::{App, PartyEntry, body, socket};
 use crate::room::Event;
 use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
@@ -72,7 +72,7 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
             Ok(Before::Forward(request)) => connect(app, entry, room, request, upgrade).await,
         }
     } else {
-        let request = match buffer(request, app.limits.max_request_body).await {
+        let request = match body::buffer(request, &app.limits, &app.bodies).await {
             Ok(request) => request,
             Err(response) => return response,
         };
@@ -158,7 +158,7 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
             })
         });
     }
-    let request = match buffer(request, app.limits.max_request_body).await {
+    let request = match body::buffer(request, &app.limits, &app.bodies).await {
         Ok(request) => request,
         Err(response) => return response,
     };
@@ -216,30 +216,6 @@ fn is_upgrade(request: &axum::extract::Request) -> bool {
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-async fn buffer(request: axum::extract::Request, limit: usize) -> Result<Request, Response> {
-    let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(body) => Ok(Request::from(http::Request::from_parts(parts, body))),
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            Err(if too_large {
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("Request body is larger than {limit} bytes"),
-                )
-                    .into_response()
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    format!("Cannot read the request body: {error}"),
-                )
-                    .into_response()
-            })
-        }
-    }
 }
 
 fn unauthorized(error: &Error) -> Response {

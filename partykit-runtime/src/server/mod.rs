@@ -1,8 +1,10 @@
 //! Assembling parties into a server: the builder, the router, listening and shutdown.
 
 mod assets;
+mod body;
 mod cors;
 mod dispatch;
+mod listener;
 mod party_type;
 mod routing;
 mod socket;
@@ -13,9 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::time::Instant;
@@ -240,7 +240,10 @@ impl Server {
     /// [`serve`](Self::serve), [`listen`](Self::listen) or [`run`](Self::run). When the
     /// router and every connection it serves are dropped, its rooms exit once idle and
     /// its background work (alarms, cron) stops; storage is closed when the last room
-    /// has gone.
+    /// has gone. The request body limits (size, read timeout, buffered-body budget) hold
+    /// in the router itself; the connection limits (header read and keep-alive timeouts,
+    /// head size, connection cap) are the accept loop's, so whoever serves the router
+    /// sets its own.
     pub async fn router(self) -> Result<axum::Router, ServerError> {
         Ok(self.build(Tasks::new()).await?.router())
     }
@@ -259,10 +262,16 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes, then shuts down in order: stops
-    /// accepting, closes every socket with 1001, lets each room run `on_close` for its
-    /// sockets and commit what it wrote, closes the storage backend, and returns. Every
-    /// task the server started has ended by then. The whole shutdown takes at most
+    /// accepting, closes every socket with 1001, lets HTTP requests in flight finish
+    /// (their connections told to close), lets each room run `on_close` for its sockets
+    /// and commit what it wrote, closes the storage backend, and returns. Every task the
+    /// server started has ended by then. The whole shutdown takes at most
     /// [`Limits::shutdown_grace`]; what is still running then is stopped.
+    ///
+    /// Connections get the HTTP limits of [`Limits`]: header read, keep-alive and body
+    /// timeouts, the request head and body sizes, the buffered-body budget and the
+    /// connection cap. Running out of file descriptors pauses accepting instead of
+    /// failing.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -277,12 +286,23 @@ impl Server {
             Ok(addr) => tracing::info!(%addr, parties = ?names, "partykit server listening"),
             Err(_) => tracing::info!(parties = ?names, "partykit server listening"),
         }
-        let served = accept(listener, app.router(), &tasks, shutdown, grace).await;
+        let limits = Arc::clone(&app.limits);
+        let accepting = listener::accept(listener, app.router(), &limits, &tasks);
+        let mut accepting = std::pin::pin!(accepting);
+        let accepted = tokio::select! {
+            result = accepting.as_mut() => result,
+            () = shutdown => {
+                tracing::info!("shutting down: closing sockets with 1001");
+                tasks.stopping().cancel();
+                accepting.await
+            }
+        };
+        // A listener that failed still has connections to drain.
         if !tasks.shut_down(Instant::now() + grace).await {
             tracing::warn!("shutdown took longer than {grace:?}: what was left was stopped");
         }
         backend.close().await;
-        served.map_err(ServerError::Serve)
+        accepted.map_err(ServerError::Serve)
     }
 
     /// Assembles the server: opens what it reads from disk, registers the parties and
@@ -318,47 +338,12 @@ impl Server {
             cors,
             directory,
             env: opened.env,
+            bodies: body::BodyBudget::new(&self.limits),
             limits: Arc::new(self.limits),
             backend: opened.backend,
             _stop_on_drop: tasks.stop_on_drop(),
             tasks,
         })
-    }
-}
-
-/// Accepts connections until `shutdown`, then stops accepting and lets the HTTP
-/// connections finish the request in hand, for at most `grace`.
-async fn accept(
-    listener: TcpListener,
-    router: axum::Router,
-    tasks: &Tasks,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    // Real-time traffic: a frame must not wait for Nagle's algorithm to batch it.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let stopping = tasks.stopping().clone();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(stopping.clone().cancelled_owned())
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    tokio::select! {
-        served = &mut server => return served,
-        () = shutdown => {
-            tracing::info!("shutting down: closing sockets with 1001");
-            stopping.cancel();
-        }
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(served) => served,
-        Err(_) => {
-            tracing::warn!("HTTP connections still open after {grace:?} were dropped");
-            Ok(())
-        }
     }
 }
 
@@ -616,6 +601,8 @@ pub(crate) struct App {
     pub(crate) directory: Arc<crate::parties::Directory>,
     pub(crate) env: Env,
     pub(crate) limits: Arc<Limits>,
+    /// The server-wide budget of buffered request bodies.
+    pub(crate) bodies: body::BodyBudget,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) tasks: Tasks,
     /// A server that is dropped rather than shut down still stops its background work.
