@@ -73,7 +73,7 @@ impl Session {
             // Inbound frames wait in the socket until `on_connect` has returned.
             let refused = match connected.await {
                 Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error.to_string()),
+                Ok(Err(error)) => Some(error.public("connecting failed", "").message),
                 Err(_) => Some("The room stopped before accepting the connection".to_owned()),
             };
             if let Some(mut reason) = refused {
