@@ -10,7 +10,7 @@ use partykit_runtime::{
     IntoResponse, Json, Lobby, Message, Method, Request, Response, Result, Room, Server,
     ServerError, StatusCode, party,
 };
-use partykit_tests::{HttpResponse, Probe, TestServer, WAIT, init_tracing, record, within};
+use partykit_tests::{HttpResponse, Probe, TestServer, WAIT, Ws, init_tracing, record, within};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
@@ -1070,7 +1070,7 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
         .await
         .expect("alice's token is good");
     assert_eq!(
-        alice.recv_json().await,
+        welcome(&mut alice, "alice").await,
         json!({ "type": "welcome", "user": "alice", "online": ["alice"] })
     );
     // A token in the `Authorization` header.
@@ -1083,7 +1083,7 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
         .await
         .expect("bob's token is good");
     assert_eq!(
-        bob.recv_json().await,
+        welcome(&mut bob, "bob").await,
         json!({ "type": "welcome", "user": "bob", "online": ["alice", "bob"] })
     );
     assert_eq!(
@@ -1119,6 +1119,71 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
         alice.recv_json().await,
         json!({ "type": "left", "user": "bob" })
     );
+}
+
+/// The auth example's welcome, without its connection id, which is checked to be the
+/// user's: `<user>:<random>` when the client sent no `_pk`.
+async fn welcome(ws: &mut Ws, user: &str) -> serde_json::Value {
+    let mut welcome = ws.recv_json().await;
+    let id = welcome
+        .as_object_mut()
+        .and_then(|object| object.remove("id"))
+        .unwrap_or_default();
+    let id = id.as_str().unwrap_or_default();
+    let random = id.strip_prefix(&format!("{user}:")).unwrap_or_default();
+    assert!(
+        random.len() == 16 && random.bytes().all(|byte| byte.is_ascii_hexdigit()),
+        "{user}'s generated connection id: {id:?}"
+    );
+    welcome
+}
+
+#[tokio::test]
+async fn the_auth_example_binds_connection_ids_to_users() {
+    init_tracing();
+    let server = TestServer::start(Server::new().in_memory().no_env_file().party::<Auth>()).await;
+    let mut alice = server
+        .connect("/parties/main/r?token=alice-token&_pk=alice%3Atab-1")
+        .await;
+    assert_eq!(
+        alice.recv_json().await,
+        json!({ "type": "welcome", "user": "alice", "id": "alice:tab-1", "online": ["alice"] })
+    );
+    // Bob cannot take Alice's id, nor one that merely looks like his.
+    for id in ["alice%3Atab-1", "alice", "bobby", "x%3Abob%3A1"] {
+        let refused = server
+            .refused_upgrade(&format!("/parties/main/r?token=bob-token&_pk={id}"))
+            .await;
+        assert_eq!(refused.status, 403, "{id}: {}", refused.text());
+        assert!(
+            refused.text().starts_with("Connection id ")
+                && refused
+                    .text()
+                    .ends_with(r#"is not yours: use one that starts with "bob:""#),
+            "{id}: {}",
+            refused.text()
+        );
+    }
+    // His own ids are fine: `bob` and `bob:…`.
+    for (id, expected) in [("bob", "bob"), ("bob%3Aphone", "bob:phone")] {
+        let mut bob = server
+            .connect(&format!("/parties/main/r?token=bob-token&_pk={id}"))
+            .await;
+        let welcome = bob.recv_json().await;
+        assert_eq!(welcome["id"], expected, "{welcome}");
+        assert_eq!(
+            alice.recv_json().await,
+            json!({ "type": "joined", "user": "bob" })
+        );
+        bob.close().await;
+        assert_eq!(
+            alice.recv_json().await,
+            json!({ "type": "left", "user": "bob" })
+        );
+    }
+    // Alice was never replaced.
+    let response = server.get("/parties/main/r?token=alice-token").await;
+    assert_eq!(response.json()["online"], json!(["alice"]));
 }
 
 #[tokio::test]

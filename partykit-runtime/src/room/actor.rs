@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::directory::Seed;
 use super::{Event, Room, Rooms};
 use crate::alarms::now_millis;
-use crate::connection::validate_tags;
+use crate::connection::{close_code, validate_tags};
 use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Response};
 
 /// Runs one handler on the started value. A panic is caught and turned into an error,
@@ -235,11 +235,16 @@ impl<P: Party> RoomActor<P> {
         self.ensure_started().await?;
         let user_tags = call!(self, party => party.connection_tags(connection, ctx))?;
         connection.set_tags(validate_tags(connection.id(), user_tags)?);
-        if let Some(replaced) = self.room.registry().insert(connection.clone()) {
+        // The replaced socket leaves the room now (broadcasts and `get_connection` see
+        // the new one) and is told so; its `on_close` runs when its socket has closed,
+        // after this event, so after the new socket's `on_connect`.
+        let replaced = self.room.registry().insert(connection.clone());
+        if let Some(replaced) = replaced {
             tracing::debug!(
                 connection = replaced.id(),
-                "a reconnect with the same id replaced a socket"
+                "a socket with the same id replaced an open one: closing the old one"
             );
+            replaced.close_unchecked(close_code::REPLACED, close_code::REPLACED_REASON);
         }
         call!(self, party => party.on_connect(connection, ctx))
     }
