@@ -28,9 +28,6 @@ pub mod close_code {
     /// `connection_tags` or `on_connect` failed; the reason is the error's message, or an
     /// error id for an internal error (see [`Error`](crate::Error)).
     pub const INTERNAL_ERROR: u16 = 1011;
-    /// The server cannot take the connection now (too many rooms are live,
-    /// [`Limits::max_rooms`](crate::Limits::max_rooms)); trying again later may work.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// A newer socket connected to the room with the same connection id (`_pk`) and
     /// took this one's place; reason [`REPLACED_REASON`].
     ///

@@ -90,6 +90,10 @@
 //! | panic in a static hook | 500 with an error id; `on_socket`'s socket is dropped, `on_cron`'s is logged |
 //! | inbound message over [`Limits::max_message_size`] | close 1009 |
 //! | peer too slow ([`Limits::max_outbound_buffer`]) | close 1008 |
+//! | a new room over [`Limits::max_rooms`] | 503 with a message (an upgrade too, before it completes) |
+//! | a room id over [`Limits::max_room_id_length`] | 414 with a message, before any hook |
+//! | a socket replaced by a newer one with the same `_pk` | close 4409 ([`close_code::REPLACED`]) |
+//! | `/__scheduled__` without the token ([`Server::scheduled_token`]) | 401 (or an ordinary path when no token is set) |
 //! | server shutdown (SIGINT/SIGTERM) | close 1001 |
 //!
 //! # Beyond one room

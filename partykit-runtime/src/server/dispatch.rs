@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::routing::{self, Target};
 use super::{App, PartyEntry, socket};
-use crate::room::Event;
+use crate::room::{Event, Refused};
 use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
     Request, Response,
@@ -54,6 +54,10 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
     let Some(entry) = app.parties.get(party) else {
         return (StatusCode::NOT_FOUND, format!("Party {party} not found")).into_response();
     };
+    // Before any hook: a long id costs memory in every room structure that keys on it.
+    if let Err(refused) = Refused::check_id(room, &app.limits) {
+        return refused.error().into_response();
+    }
     let lobby = Lobby {
         id: room.to_owned(),
         party: entry.party.name(),

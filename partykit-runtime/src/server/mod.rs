@@ -353,10 +353,11 @@ impl Server {
         let directory = Arc::new(crate::parties::Directory::default());
         let services = Arc::new(Services {
             env: env.clone(),
-            limits: self.limits,
+            limits: self.limits.clone(),
             backend: Arc::clone(&backend),
             alarms: alarms.clone(),
             parties: Arc::clone(&directory),
+            room_slots: crate::room::RoomSlots::new(&self.limits),
         });
         let mut parties = HashMap::new();
         for party in self.parties {
