@@ -10,11 +10,18 @@
 //! - No token: 401 `Missing token` (the hook returns an error). An unknown token: 403
 //!   `Invalid token` (the hook answers itself). Either way the room never starts.
 //! - A client cannot pick its own user: an `x-user-id` header it sends is replaced.
+//! - Connection ids are bound to users. A connection id (`_pk`) is chosen by the client,
+//!   and a newer socket with the same id replaces the older one (closing it with 4409),
+//!   so without a check anyone who saw Alice's id could knock her off. Here an id must
+//!   be `<user>` or start with `<user>:` (partysocket: `id: "alice:" +
+//!   crypto.randomUUID()`); another user's id is refused with 403 `Connection id "…" is
+//!   not yours`, and a socket without `_pk` gets `<user>:<random>`.
 //!
 //! In the room:
 //!
 //! - WebSocket `ws://127.0.0.1:1999/parties/main/<room>?token=alice-token`: receives
-//!   `{"type":"welcome","user":"alice","online":["alice",…]}`; everyone else receives
+//!   `{"type":"welcome","user":"alice","id":"alice:…","online":["alice",…]}`; everyone
+//!   else receives
 //!   `{"type":"joined","user":"alice"}`. Text it sends reaches the others as
 //!   `{"type":"message","user":"alice","text":"…"}`; `{"type":"left","user":"alice"}` when
 //!   it closes.
@@ -56,9 +63,12 @@ impl Auth {
         Auth { room }
     }
 
-    /// WebSockets: check the token, pass the user on.
+    /// WebSockets: check the token and the connection id, pass the user on.
     fn on_before_connect(request: Request, lobby: &Lobby) -> Result<Before, Error> {
-        authenticate(request, lobby)
+        match authenticate(request, lobby)? {
+            Before::Forward(request) => bind_connection_id(request),
+            refused => Ok(refused),
+        }
     }
 
     /// HTTP: the same check.
@@ -78,7 +88,12 @@ impl Auth {
             .ok_or_else(|| Error::msg("no user: the request bypassed on_before_connect"))?
             .to_owned();
         connection.set_state(&User { user: user.clone() })?;
-        let welcome = json!({ "type": "welcome", "user": user, "online": self.online() });
+        let welcome = json!({
+            "type": "welcome",
+            "user": user,
+            "id": connection.id(),
+            "online": self.online(),
+        });
         connection.send(welcome.to_string())?;
         let joined = json!({ "type": "joined", "user": user });
         self.room.broadcast(joined.to_string(), &[connection.id()]);
@@ -142,6 +157,50 @@ fn authenticate(mut request: Request, lobby: &Lobby) -> Result<Before, Error> {
     };
     request.headers_mut().insert(USER_HEADER, user.parse()?);
     Ok(Before::Forward(request))
+}
+
+/// Makes sure the connection id is the user's: `<user>` or `<user>:…`; sets
+/// `<user>:<random>` when the client sent none. Runs after [`authenticate`], which set the
+/// user header.
+fn bind_connection_id(mut request: Request) -> Result<Before, Error> {
+    let user = request
+        .header(USER_HEADER)
+        .ok_or_else(|| Error::msg("no user: authenticate first"))?
+        .to_owned();
+    match request.query("_pk").filter(|id| !id.is_empty()) {
+        Some(id) if *id == *user || id.starts_with(&format!("{user}:")) => {}
+        Some(id) => {
+            let message =
+                format!("Connection id {id:?} is not yours: use one that starts with \"{user}:\"");
+            return Ok(Before::Respond(
+                (StatusCode::FORBIDDEN, message).into_response(),
+            ));
+        }
+        None => {
+            let id = format!("{user}:{:016x}", rand::random::<u64>());
+            let uri = request.uri();
+            let query = uri.query().filter(|query| !query.is_empty());
+            let target = match query {
+                Some(query) => format!("{}?{query}&_pk={}", uri.path(), encode(&id)),
+                None => format!("{}?_pk={}", uri.path(), encode(&id)),
+            };
+            request.set_uri(target.parse()?);
+        }
+    }
+    Ok(Before::Forward(request))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// `?token=…`, else `Authorization: Bearer …`.

@@ -25,11 +25,24 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// An inbound frame exceeded [`Limits::max_message_size`](crate::Limits::max_message_size).
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// `connection_tags` or `on_connect` failed; the reason is the error's message.
+    /// `connection_tags` or `on_connect` failed; the reason is the error's message, or an
+    /// error id for an internal error (see [`Error`](crate::Error)).
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The room could not take the connection now (the server is shutting down, or is
     /// at its limit of live rooms): try again later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// A newer socket connected to the room with the same connection id (`_pk`) and
+    /// took this one's place; reason [`REPLACED_REASON`].
+    ///
+    /// 4409 is in the range for applications (4000–4999), after HTTP's 409 Conflict, as
+    /// graphql-ws numbers its codes. partysocket reconnects after any close, so two tabs
+    /// sharing one id would take turns replacing each other; a client that shares ids on
+    /// purpose can stop that by not reconnecting on this code (partysocket's
+    /// `shouldReconnectOnClose: (event) => event.code !== 4409`).
+    pub const REPLACED: u16 = 4409;
+
+    /// The close reason sent with [`REPLACED`].
+    pub const REPLACED_REASON: &str = "Replaced by a newer connection with the same id";
 }
 
 /// The longest close reason the WebSocket protocol allows, in bytes.
@@ -130,6 +143,13 @@ impl Connection {
     }
 
     /// The connection id: the client's `_pk` query parameter, or a generated UUID v4.
+    ///
+    /// The client chooses it: it is not an identity, and anyone who has seen another
+    /// client's id can send it. Within a room an id names one socket: a newer socket with
+    /// the same id replaces the older one, which is closed with
+    /// [`close_code::REPLACED`]. Authenticate in `on_before_connect` and refuse (or
+    /// rewrite) a `_pk` that is not the caller's, as the `auth` example does; see
+    /// `docs/CONNECTION_IDS.md`.
     pub fn id(&self) -> &str {
         &self.inner.id
     }

@@ -281,11 +281,12 @@ impl Crons {
 
     /// The expression of the schedule called `name`; PartyKit's default for an unknown
     /// name is every minute.
-    pub(crate) fn expression_of(&self, name: &str) -> &str {
+    /// The expression declared for `name`, if any.
+    pub(crate) fn expression_of(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()
             .find(|(own, _, _)| own == name)
-            .map_or("* * * * *", |(_, expression, _)| expression)
+            .map(|(_, expression, _)| expression.as_str())
     }
 
     /// Runs `fire(name, expression, scheduled time)` at every scheduled minute, forever.

@@ -68,6 +68,11 @@
 //! room; an error answers 401), `on_fetch`, `on_socket`, `on_cron` (main party only, for
 //! paths outside `/parties/…`). See [`Party`] for signatures.
 //!
+//! Errors are deliberate ([`Error::msg`], [`Error::with_status`], a status given with
+//! [`Error::status_code`]): the client sees their status and message; or internal (any
+//! other error converted with `?`, the runtime's failures, panics): the client sees only
+//! an error id, which the log line with the detail carries too. See [`Error`].
+//!
 //! Handlers may be `async` or not, take `&mut self` or `&self`, and leave out trailing
 //! parameters they do not use, as in JavaScript. They return nothing or a `Result`.
 //!
@@ -78,11 +83,17 @@
 //! | `/parties/<unknown>/…` | 404 `Party <unknown> not found` |
 //! | any other path nothing answers | 404 `Not found` |
 //! | HTTP to a party without `on_request` | 500 `No onRequest handler` |
-//! | `on_request`/`on_start` error | the error's status (default 500), its message as body |
+//! | `on_request`/`on_start`/`on_fetch` error | the error's status (default 500), its message as body |
 //! | `on_before_*` error | 401, its message as body |
 //! | `connection_tags`/`on_connect` error | 101, then close 1011 with the message |
+//! | internal error (`?`, [`Error::new`], storage), panic | 500 (close 1011) `Internal error (error id <id>)`, the detail logged with the id |
+//! | panic in a static hook | 500 with an error id; `on_socket`'s socket is dropped, `on_cron`'s is logged |
 //! | inbound message over [`Limits::max_message_size`] | close 1009 |
 //! | peer too slow ([`Limits::max_outbound_buffer`]) | close 1008 |
+//! | a new room over [`Limits::max_rooms`] | 503 with a message (an upgrade too, before it completes) |
+//! | a room id over [`Limits::max_room_id_length`] | 414 with a message, before any hook |
+//! | a socket replaced by a newer one with the same `_pk` | close 4409 ([`close_code::REPLACED`]) |
+//! | `/__scheduled__` without the token ([`Server::scheduled_token`]) | 401 (or an ordinary path when no token is set) |
 //! | server shutdown (SIGINT/SIGTERM) | close 1001 |
 //!
 //! # Beyond one room
@@ -136,7 +147,7 @@ pub use http::{Method, StatusCode};
 pub use connection::{Connection, ConnectionContext, MAX_CLOSE_REASON, SendError, close_code};
 pub use cron::CronError;
 pub use env::Env;
-pub use error::{Error, Result};
+pub use error::{ERROR_ID_HEADER, Error, Result};
 pub use limits::Limits;
 pub use lobby::{Before, Cron, CronLobby, FetchLobby, FetchSocket, Lobby};
 pub use message::{Message, Utf8Bytes};
@@ -146,7 +157,8 @@ pub use partykit_macros::party;
 pub use request::{Request, RequestBuilder};
 pub use room::Room;
 pub use server::{
-    Cors, DEFAULT_ADDR, HOST_VAR, PORT_VAR, Server, ServerError, addr_from_env, shutdown_signal,
+    Cors, DEFAULT_ADDR, HOST_VAR, PORT_VAR, SCHEDULED_TOKEN_VAR, Server, ServerError,
+    addr_from_env, shutdown_signal,
 };
 pub use storage::Storage;
 

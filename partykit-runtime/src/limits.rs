@@ -91,10 +91,12 @@ pub struct Limits {
     /// Default 10,000.
     pub max_connections: usize,
     /// The most rooms live at once across every party; a request for one more answers
-    /// 503 (a socket closes with 1013) until rooms are evicted. Default 10,000.
+    /// 503 with a message (a WebSocket upgrade too, before it completes, and a call
+    /// between rooms) until rooms are evicted. A room woken by its own alarm is started
+    /// even over the limit. Default 10,000.
     pub max_rooms: usize,
-    /// The longest room id, in bytes of the raw path segment; a longer one answers 414.
-    /// Default 512.
+    /// The longest room id, in bytes of the raw path segment; a longer one answers 414
+    /// with a message before any hook runs. Default 512.
     pub max_room_id_length: usize,
 }
 

@@ -139,7 +139,8 @@ pub trait Party: Sized + Send + 'static {
     /// Runs before a WebSocket upgrade reaches a room of this party. Return
     /// [`Before::Forward`] (possibly with changed headers or URL) or
     /// [`Before::Respond`] to answer without touching the room. An error answers 401
-    /// with its message.
+    /// with its message (an internal error's message is replaced by an error id, see
+    /// [`Error`]); a panic answers 500.
     fn on_before_connect(
         request: Request,
         lobby: &Lobby,

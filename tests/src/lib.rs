@@ -676,3 +676,62 @@ pub fn init_tracing() {
             .try_init();
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Error ids and the log
+
+/// The id in an internal error's body or close reason, `Internal error (error id <id>)`
+/// (or `Unauthorised (error id <id>)` from a hook), if it is one.
+pub fn error_id(text: &str) -> Option<&str> {
+    let (_, rest) = text.split_once("(error id ")?;
+    let id = rest.strip_suffix(')')?;
+    (id.len() == 16 && id.bytes().all(|byte| byte.is_ascii_hexdigit())).then_some(id)
+}
+
+/// What the server logged, for tests that check a log line: the first call installs a
+/// global subscriber (level `warn` and above) that keeps every line in memory, so a test
+/// binary that uses it must not call [`init_tracing`].
+#[derive(Clone, Copy, Debug)]
+pub struct Logs(());
+
+static LOG: LazyLock<Mutex<Vec<u8>>> = LazyLock::new(Mutex::default);
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOG.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Starts keeping log lines (once per process).
+    pub fn capture() -> Self {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+                .with_ansi(false)
+                .with_writer(|| LogWriter)
+                .try_init();
+        });
+        Logs(())
+    }
+
+    /// The lines logged so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        let log = LOG.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}

@@ -382,13 +382,28 @@ async fn party_paths_never_reach_assets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cron_trigger_wins_over_a_file() {
     let site = Site::new(true);
+    let server = TestServer::start(server(&site).scheduled_token("t")).await;
+    let response = server
+        .http(
+            "GET",
+            "/__scheduled__?cron=x",
+            &[("authorization", "Bearer t")],
+            b"",
+        )
+        .await;
+    // `x` is not declared: the trigger answers, not the file.
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert_eq!(response.text(), "No cron schedule named \"x\" is declared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_scheduled_token_the_file_is_served() {
+    let site = Site::new(true);
     let server = start(&site).await;
-    let response = server.get("/__scheduled__?cron=x").await;
-    assert_eq!(response.status, 200);
-    assert!(
-        response.text().starts_with("ran cron x"),
-        "{}",
-        response.text()
+    assert_file(
+        &server.get("/__scheduled__?cron=x").await,
+        "cron wins",
+        "application/octet-stream",
     );
 }
 

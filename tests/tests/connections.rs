@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use partykit_runtime::{
     Connection, ConnectionContext, Error, IntoResponse, Json, Limits, Message, Party, Request,
-    Response, Result, Room,
+    Response, Result, Room, close_code,
 };
 use partykit_tests::{Ended, Probe, TestServer, WsMessage, init_tracing, is_uuid_v4, record};
 use serde_json::{Value, json};
@@ -133,6 +133,11 @@ impl Party for Main {
         self.record(format!("close {}", connection.id()));
         if listed {
             self.record(format!("still listed {}", connection.id()));
+        }
+        if let Some(current) = self.room.get_connection(connection.id())
+            && !current.same_socket(connection)
+        {
+            self.record(format!("replaced by a live socket {}", connection.id()));
         }
         Ok(())
     }
@@ -419,21 +424,36 @@ async fn a_reconnect_with_the_same_pk_replaces_the_old_socket() {
     let (mut old, _) = join(&server, "/parties/main/r?_pk=dup").await;
     let (mut new, _) = join(&server, "/parties/main/r?_pk=dup").await;
 
+    // The old socket is told it was replaced, with a close frame.
+    assert_eq!(
+        old.closed().await,
+        (close_code::REPLACED, close_code::REPLACED_REASON.to_owned())
+    );
+    assert_eq!(close_code::REPLACED, 4409);
+    // Its `on_close` runs after the new socket's `on_connect`, while the id already
+    // names the new socket.
+    let events = probe.wait_for("close dup", 1).await;
+    let dup: Vec<&str> = events
+        .iter()
+        .map(String::as_str)
+        .filter(|event| event.ends_with(" dup"))
+        .collect();
+    assert_eq!(
+        dup,
+        [
+            "connect-start dup",
+            "connect-end dup",
+            "connect-start dup",
+            "connect-end dup",
+            "close dup",
+            "replaced by a live socket dup"
+        ]
+    );
+
     // Only the new socket is registered under the id.
     assert_eq!(other.ask("ids").await, "other,dup");
     other.send_text("broadcast:to everyone").await;
     assert_eq!(new.recv_text().await, "to everyone");
-    assert_eq!(old.ask("echo:old-marker").await, "old-marker");
-
-    // The old socket closes: the new one stays.
-    assert!(matches!(
-        old.close().await,
-        Ended::Closed(..) | Ended::ClosedWithoutCode
-    ));
-    probe.wait_for("close dup", 1).await;
-    assert_eq!(other.ask("ids").await, "other,dup");
-    other.send_text("broadcast:still there?").await;
-    assert_eq!(new.recv_text().await, "still there?");
     other.send_text("send-to:dup:found you").await;
     assert_eq!(new.recv_text().await, "found you");
     assert_eq!(new.ask("echo:alive").await, "alive");

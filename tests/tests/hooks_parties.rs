@@ -10,7 +10,7 @@ use partykit_runtime::{
     IntoResponse, Json, Lobby, Message, Method, Request, Response, Result, Room, Server,
     ServerError, StatusCode, party,
 };
-use partykit_tests::{HttpResponse, Probe, TestServer, WAIT, init_tracing, record, within};
+use partykit_tests::{HttpResponse, Probe, TestServer, WAIT, Ws, init_tracing, record, within};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
@@ -258,6 +258,21 @@ impl Ignored {
 
 /// A schedule that never fires during a test run; only the trigger runs it.
 const NIGHTLY: (&str, &str) = ("nightly", "0 3 1 1 *");
+/// The operator's token for `/__scheduled__`.
+const CRON_TOKEN: &str = "cron-secret";
+
+/// `GET /__scheduled__?cron=<name>` with the operator's token.
+async fn trigger(server: &TestServer, name: &str) -> HttpResponse {
+    let authorization = format!("Bearer {CRON_TOKEN}");
+    server
+        .http(
+            "GET",
+            &format!("/__scheduled__?cron={name}"),
+            &[("authorization", authorization.as_str())],
+            b"",
+        )
+        .await
+}
 
 fn class_main_server(probe: &Probe) -> Server {
     init_tracing();
@@ -269,6 +284,7 @@ fn class_main_server(probe: &Probe) -> Server {
         .party::<ObjectGate>()
         .party::<Ignored>()
         .cron(NIGHTLY.0, NIGHTLY.1)
+        .scheduled_token(CRON_TOKEN)
 }
 
 fn object_main_server(probe: &Probe) -> Server {
@@ -279,6 +295,7 @@ fn object_main_server(probe: &Probe) -> Server {
         .party::<ObjectMain>()
         .party::<Ignored>()
         .cron(NIGHTLY.0, NIGHTLY.1)
+        .scheduled_token(CRON_TOKEN)
 }
 
 fn plain_main_server(probe: &Probe) -> Server {
@@ -289,6 +306,7 @@ fn plain_main_server(probe: &Probe) -> Server {
         .party::<PlainMain>()
         .party::<Ignored>()
         .cron(NIGHTLY.0, NIGHTLY.1)
+        .scheduled_token(CRON_TOKEN)
 }
 
 #[track_caller]
@@ -364,7 +382,7 @@ async fn only_the_main_partys_on_fetch_on_socket_and_on_cron_are_used() {
     assert_status(&server.get("/anything").await, 404, "Not found");
     let mut ws = server.connect("/anything").await;
     assert_eq!(ws.ask("echo").await, "echo");
-    let ran = server.get("/__scheduled__?cron=nightly").await;
+    let ran = trigger(&server, "nightly").await;
     assert_eq!(ran.status, 200);
 
     // With a main party that has none of them, and with no main party at all: 404s.
@@ -376,14 +394,14 @@ async fn only_the_main_partys_on_fetch_on_socket_and_on_cron_are_used() {
             .server()
             .no_env_file()
             .party::<Ignored>()
-            .cron(NIGHTLY.0, NIGHTLY.1),
+            .cron(NIGHTLY.0, NIGHTLY.1)
+            .scheduled_token(CRON_TOKEN),
     )
     .await;
     for server in [&plain_server, &no_main_server] {
         assert_status(&server.get("/anything").await, 404, "Not found");
         assert_status(&server.refused_upgrade("/anything").await, 404, "Not found");
-        let trigger = server.get("/__scheduled__?cron=nightly").await;
-        assert_status(&trigger, 404, "Not found");
+        assert_status(&trigger(server, "nightly").await, 404, "Not found");
     }
     // The ignored party's own paths still work.
     let room = no_main_server.get("/parties/ignored/r").await;
@@ -406,18 +424,26 @@ async fn the_cron_trigger_runs_on_cron_with_the_declared_expression() {
             "class" => TestServer::start(class_main_server(&probe)).await,
             _ => TestServer::start(object_main_server(&probe)).await,
         };
-        let ran = server.get("/__scheduled__?cron=nightly").await;
+        let ran = trigger(&server, "nightly").await;
         assert_status(&ran, 200, "ran cron nightly: 0 3 1 1 *");
-        // An unknown name runs with PartyKit's default expression.
-        let unknown = server.get("/__scheduled__?cron=whatever").await;
-        assert_status(&unknown, 200, "ran cron whatever: * * * * *");
+        // A name no `cron` declared is not run.
+        let unknown = trigger(&server, "whatever").await;
+        assert_status(
+            &unknown,
+            404,
+            "No cron schedule named \"whatever\" is declared",
+        );
         assert_eq!(
             probe.count(&format!("on_cron {style} nightly: 0 3 1 1 *")),
             1
         );
-        assert_eq!(
-            probe.count(&format!("on_cron {style} whatever: * * * * *")),
-            1
+        assert!(
+            !probe
+                .events()
+                .iter()
+                .any(|event| event.contains("whatever")),
+            "{:?}",
+            probe.events()
         );
         // The trigger is `/__scheduled__` exactly; `on_fetch` gets the rest.
         assert_status(&server.get("/__scheduled__/x").await, 404, "Not found");
@@ -429,8 +455,72 @@ async fn the_cron_trigger_runs_on_cron_with_the_declared_expression() {
 async fn without_on_cron_the_trigger_is_404() {
     let probe = Probe::new();
     let server = TestServer::start(plain_main_server(&probe)).await;
-    let trigger = server.get("/__scheduled__?cron=nightly").await;
-    assert_status(&trigger, 404, "Not found");
+    assert_status(&trigger(&server, "nightly").await, 404, "Not found");
+}
+
+#[tokio::test]
+async fn the_cron_trigger_needs_the_operators_token() {
+    let probe = Probe::new();
+    let server = TestServer::start(class_main_server(&probe)).await;
+    let wrong = [
+        vec![],
+        vec![("authorization", "Bearer nope")],
+        vec![("authorization", "Bearer cron-secre")],
+        vec![("authorization", "Bearer cron-secret-and-more")],
+        vec![("authorization", "cron-secret")],
+        vec![("authorization", "Basic cron-secret")],
+    ];
+    for headers in wrong {
+        let refused = server
+            .http("GET", "/__scheduled__?cron=nightly", &headers, b"")
+            .await;
+        assert_status(
+            &refused,
+            401,
+            "/__scheduled__ needs the scheduled token: Authorization: Bearer <token>",
+        );
+        assert_eq!(
+            refused.header("www-authenticate"),
+            Some("Bearer"),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(probe.count("on_cron class nightly: 0 3 1 1 *"), 0);
+    assert_status(
+        &trigger(&server, "nightly").await,
+        200,
+        "ran cron nightly: 0 3 1 1 *",
+    );
+    assert_eq!(probe.count("on_cron class nightly: 0 3 1 1 *"), 1);
+}
+
+#[tokio::test]
+async fn without_a_token_the_cron_trigger_is_an_ordinary_path() {
+    let probe = Probe::new();
+    let server = TestServer::start(
+        probe
+            .server()
+            .no_env_file()
+            .party::<ClassMain>()
+            .cron(NIGHTLY.0, NIGHTLY.1),
+    )
+    .await;
+    // Even with a token the operator never configured: `on_fetch`, then 404.
+    assert_status(&trigger(&server, "nightly").await, 404, "Not found");
+    assert_status(
+        &server.get("/__scheduled__?cron=nightly").await,
+        404,
+        "Not found",
+    );
+    assert_eq!(probe.count("on_fetch class /__scheduled__"), 2);
+    assert!(
+        !probe
+            .events()
+            .iter()
+            .any(|event| event.starts_with("on_cron")),
+        "{:?}",
+        probe.events()
+    );
 }
 
 #[tokio::test]
@@ -980,7 +1070,7 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
         .await
         .expect("alice's token is good");
     assert_eq!(
-        alice.recv_json().await,
+        welcome(&mut alice, "alice").await,
         json!({ "type": "welcome", "user": "alice", "online": ["alice"] })
     );
     // A token in the `Authorization` header.
@@ -993,7 +1083,7 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
         .await
         .expect("bob's token is good");
     assert_eq!(
-        bob.recv_json().await,
+        welcome(&mut bob, "bob").await,
         json!({ "type": "welcome", "user": "bob", "online": ["alice", "bob"] })
     );
     assert_eq!(
@@ -1029,6 +1119,71 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
         alice.recv_json().await,
         json!({ "type": "left", "user": "bob" })
     );
+}
+
+/// The auth example's welcome, without its connection id, which is checked to be the
+/// user's: `<user>:<random>` when the client sent no `_pk`.
+async fn welcome(ws: &mut Ws, user: &str) -> serde_json::Value {
+    let mut welcome = ws.recv_json().await;
+    let id = welcome
+        .as_object_mut()
+        .and_then(|object| object.remove("id"))
+        .unwrap_or_default();
+    let id = id.as_str().unwrap_or_default();
+    let random = id.strip_prefix(&format!("{user}:")).unwrap_or_default();
+    assert!(
+        random.len() == 16 && random.bytes().all(|byte| byte.is_ascii_hexdigit()),
+        "{user}'s generated connection id: {id:?}"
+    );
+    welcome
+}
+
+#[tokio::test]
+async fn the_auth_example_binds_connection_ids_to_users() {
+    init_tracing();
+    let server = TestServer::start(Server::new().in_memory().no_env_file().party::<Auth>()).await;
+    let mut alice = server
+        .connect("/parties/main/r?token=alice-token&_pk=alice%3Atab-1")
+        .await;
+    assert_eq!(
+        alice.recv_json().await,
+        json!({ "type": "welcome", "user": "alice", "id": "alice:tab-1", "online": ["alice"] })
+    );
+    // Bob cannot take Alice's id, nor one that merely looks like his.
+    for id in ["alice%3Atab-1", "alice", "bobby", "x%3Abob%3A1"] {
+        let refused = server
+            .refused_upgrade(&format!("/parties/main/r?token=bob-token&_pk={id}"))
+            .await;
+        assert_eq!(refused.status, 403, "{id}: {}", refused.text());
+        assert!(
+            refused.text().starts_with("Connection id ")
+                && refused
+                    .text()
+                    .ends_with(r#"is not yours: use one that starts with "bob:""#),
+            "{id}: {}",
+            refused.text()
+        );
+    }
+    // His own ids are fine: `bob` and `bob:…`.
+    for (id, expected) in [("bob", "bob"), ("bob%3Aphone", "bob:phone")] {
+        let mut bob = server
+            .connect(&format!("/parties/main/r?token=bob-token&_pk={id}"))
+            .await;
+        let welcome = bob.recv_json().await;
+        assert_eq!(welcome["id"], expected, "{welcome}");
+        assert_eq!(
+            alice.recv_json().await,
+            json!({ "type": "joined", "user": "bob" })
+        );
+        bob.close().await;
+        assert_eq!(
+            alice.recv_json().await,
+            json!({ "type": "left", "user": "bob" })
+        );
+    }
+    // Alice was never replaced.
+    let response = server.get("/parties/main/r?token=alice-token").await;
+    assert_eq!(response.json()["online"], json!(["alice"]));
 }
 
 #[tokio::test]

@@ -154,6 +154,11 @@ impl RoomStub {
     /// Sends `request` to the room's `on_request` at `path` (which must start with `/`,
     /// or be empty for the room itself): the room sees
     /// `/parties/<party>/<room><path>`. The `on_before_request` hook is not run.
+    ///
+    /// A room that cannot be started now answers as it would over HTTP: 503 when the
+    /// server is at [`Limits::max_rooms`](crate::Limits::max_rooms) or shutting down, 414
+    /// for an id over [`Limits::max_room_id_length`](crate::Limits::max_room_id_length).
+    /// A call that would deadlock fails with an error of status 508.
     pub async fn fetch(&self, path: &str, mut request: Request) -> Result<Response, Error> {
         let target = self.target(path)?;
         request.set_uri(
@@ -166,11 +171,11 @@ impl RoomStub {
         }
         let _waiting = self.wait()?;
         let (reply, response) = oneshot::channel();
-        self.party
-            .rooms
-            .send(&self.room, Event::Request { request, reply })
-            .await
-            .map_err(Refused::into_error)?;
+        let event = Event::Request { request, reply };
+        if let Err(refused) = self.party.rooms.send(&self.room, event).await {
+            // As an HTTP client would hear it: the room cannot be started now.
+            return Ok(refused.into_error().into_response());
+        }
         response
             .await
             .map_err(|_| Error::msg("the room stopped before answering"))

@@ -1,17 +1,14 @@
 //! The task that owns one room's value and runs its events one at a time.
 
-use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use axum::response::IntoResponse;
-use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::directory::Seed;
 use super::{Event, Room, Rooms};
 use crate::alarms::now_millis;
-use crate::connection::validate_tags;
+use crate::connection::{close_code, validate_tags};
 use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Response};
 
 /// Runs one handler on the started value. A panic is caught and turned into an error,
@@ -21,14 +18,14 @@ use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Respo
 macro_rules! call {
     ($actor:ident, $party:ident => $handler:expr) => {
         match $actor.party.as_mut() {
-            None => Err(Error::msg("the room is not started")),
-            Some($party) => match AssertUnwindSafe($handler).catch_unwind().await {
-                Ok(result) => result,
-                Err(panic) => {
+            None => Err(Error::internal("the room is not started")),
+            Some($party) => match crate::error::catch_panic("a handler", $handler).await {
+                Err(error) if error.is_panic() => {
                     $actor.party = None;
                     $actor.started = false;
-                    Err(panicked("a handler", &*panic))
+                    Err(panicked(error))
                 }
+                result => result,
             },
         }
     };
@@ -228,7 +225,11 @@ impl<P: Party> RoomActor<P> {
                             %error,
                             "request failed"
                         );
-                        error.into_response()
+                        error.response(&format!(
+                            "a request to {}/{} failed",
+                            self.room.name(),
+                            self.room.id()
+                        ))
                     }
                 };
                 return Some((reply, response));
@@ -250,11 +251,16 @@ impl<P: Party> RoomActor<P> {
         self.ensure_started().await?;
         let user_tags = call!(self, party => party.connection_tags(connection, ctx))?;
         connection.set_tags(validate_tags(connection.id(), user_tags)?);
-        if let Some(replaced) = self.room.registry().insert(connection.clone()) {
+        // The replaced socket leaves the room now (broadcasts and `get_connection` see
+        // the new one) and is told so; its `on_close` runs when its socket has closed,
+        // after this event, so after the new socket's `on_connect`.
+        let replaced = self.room.registry().insert(connection.clone());
+        if let Some(replaced) = replaced {
             tracing::debug!(
                 connection = replaced.id(),
-                "a reconnect with the same id replaced a socket"
+                "a socket with the same id replaced an open one: closing the old one"
             );
+            replaced.close_unchecked(close_code::REPLACED, close_code::REPLACED_REASON);
         }
         call!(self, party => party.on_connect(connection, ctx))
     }
@@ -359,35 +365,30 @@ impl<P: Party> RoomActor<P> {
                 let room = self.room.clone();
                 match std::panic::catch_unwind(AssertUnwindSafe(|| P::new(room))) {
                     Ok(party) => empty.insert(party),
-                    Err(panic) => return Err(panicked("new", &*panic)),
+                    Err(panic) => return Err(panicked(Error::panicked("new", &*panic))),
                 }
             }
         };
-        let outcome = AssertUnwindSafe(party.on_start()).catch_unwind().await;
-        match outcome {
-            Ok(Ok(())) => {
+        match crate::error::catch_panic("on_start", party.on_start()).await {
+            Ok(()) => {
                 self.started = true;
                 Ok(())
             }
-            Ok(Err(error)) => {
+            Err(error) if error.is_panic() => {
+                self.party = None;
+                Err(panicked(error))
+            }
+            Err(error) => {
                 tracing::warn!(party = self.room.name(), room = self.room.id(), %error, "on_start failed; the next event retries it");
                 self.party = None;
                 Err(error)
-            }
-            Err(panic) => {
-                self.party = None;
-                Err(panicked("on_start", &*panic))
             }
         }
     }
 }
 
-fn panicked(what: &str, panic: &(dyn Any + Send)) -> Error {
-    let detail = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)");
-    tracing::error!("{what} panicked: {detail}; the room's value will be rebuilt");
-    Error::msg(format!("{what} panicked: {detail}"))
+/// Logs a handler's panic: the room's value is dropped and rebuilt on the next event.
+fn panicked(error: Error) -> Error {
+    tracing::error!("{error}; the room's value will be rebuilt");
+    error
 }

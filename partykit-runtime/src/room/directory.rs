@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use http::StatusCode;
@@ -24,25 +25,91 @@ pub(crate) struct Services {
     /// Weak: the directory holds every party's rooms, which hold this.
     pub(crate) parties: Weak<crate::parties::Directory>,
     pub(crate) tasks: Tasks,
+    /// The live rooms of every party, against [`Limits::max_rooms`].
+    pub(crate) room_slots: Arc<RoomSlots>,
+}
+
+/// Counts the live rooms of every party against [`Limits::max_rooms`]: each live room
+/// holds a [`Slot`], given back when the room leaves its party's live rooms.
+pub(crate) struct RoomSlots {
+    live: AtomicUsize,
+    max: usize,
+}
+
+/// One live room's place in [`RoomSlots`].
+struct Slot(Arc<RoomSlots>);
+
+impl RoomSlots {
+    pub(crate) fn new(limits: &Limits) -> Arc<Self> {
+        Arc::new(Self {
+            live: AtomicUsize::new(0),
+            max: limits.max_rooms,
+        })
+    }
+
+    /// A slot if fewer than the limit are taken, or regardless when `forced`.
+    fn take(self: &Arc<Self>, forced: bool) -> Option<Slot> {
+        if forced {
+            self.live.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.live
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                    (live < self.max).then_some(live + 1)
+                })
+                .ok()?;
+        }
+        Some(Slot(Arc::clone(self)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a room could not take an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
+    /// [`Limits::max_rooms`] rooms are live.
+    TooManyRooms { limit: usize },
+    /// The id is longer than [`Limits::max_room_id_length`].
+    IdTooLong { length: usize, limit: usize },
     /// The server is shutting down and starts no more rooms.
     ShuttingDown,
 }
 
 impl Refused {
-    /// The error a caller answers with.
+    /// The id's length against the limit, checked before any room or hook work.
+    pub(crate) fn check_id(room_id: &str, limits: &Limits) -> Result<(), Self> {
+        let (length, limit) = (room_id.len(), limits.max_room_id_length);
+        if length > limit {
+            return Err(Self::IdTooLong { length, limit });
+        }
+        Ok(())
+    }
+
+    /// The error a caller answers with: 503 (a client may try again later) or 414.
     pub(crate) fn into_error(self) -> Error {
-        Error::with_status(StatusCode::SERVICE_UNAVAILABLE, self)
+        let status = match self {
+            Self::IdTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::TooManyRooms { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Error::with_status(status, self)
     }
 }
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::TooManyRooms { limit } => write!(
+                f,
+                "Too many rooms are live (the limit is {limit}); try again later"
+            ),
+            Self::IdTooLong { length, limit } => write!(
+                f,
+                "The room id is {length} bytes long; the limit is {limit}"
+            ),
             Self::ShuttingDown => f.write_str("The server is shutting down"),
         }
     }
@@ -57,7 +124,15 @@ pub(crate) struct Rooms {
 #[derive(Default)]
 struct Live {
     next_generation: u64,
-    rooms: HashMap<String, (u64, mpsc::Sender<Event>)>,
+    rooms: HashMap<String, Entry>,
+}
+
+struct Entry {
+    generation: u64,
+    mailbox: mpsc::Sender<Event>,
+    /// Given back when the entry leaves the map: the room was evicted, or its actor was
+    /// found gone.
+    _slot: Slot,
 }
 
 /// What a room's actor is started with.
@@ -93,6 +168,12 @@ impl Rooms {
     /// with the room's eviction is delivered to its successor. Waits while the room's
     /// mailbox is full.
     ///
+    /// A room that is not live is not started when [`Limits::max_rooms`] rooms are, when
+    /// its id is longer than [`Limits::max_room_id_length`], or when the server is
+    /// shutting down: the event is refused. Events of connections a room accepted are
+    /// never refused for the limit (their room is live, or is being succeeded after an
+    /// eviction): such a room is counted but may exceed it.
+    ///
     /// The future holds `event` once: waiting for room in the mailbox (`reserve`) does
     /// not hold it, which keeps every socket task's future small (464 bytes, not 1,312).
     #[allow(clippy::manual_async_fn)] // An `async fn` would hold `event` twice.
@@ -102,8 +183,9 @@ impl Rooms {
         event: Event,
     ) -> impl Future<Output = Result<(), Refused>> + Send + 'a {
         async move {
+            let forced = matches!(event, Event::Message { .. } | Event::Closed { .. });
             loop {
-                let (generation, mailbox) = self.mailbox(room_id)?;
+                let (generation, mailbox) = self.mailbox(room_id, forced)?;
                 match mailbox.reserve().await {
                     Ok(permit) => {
                         permit.send(event);
@@ -127,7 +209,8 @@ impl Rooms {
         room_id: &str,
         event: Event,
     ) -> Result<Option<Event>, Refused> {
-        let (_, mailbox) = self.mailbox(room_id)?;
+        let forced = matches!(event, Event::Message { .. } | Event::Closed { .. });
+        let (_, mailbox) = self.mailbox(room_id, forced)?;
         match mailbox.try_send(event) {
             Ok(()) => Ok(None),
             // Closed: the room is being evicted; `send` finds its successor.
@@ -137,20 +220,41 @@ impl Rooms {
         }
     }
 
-    fn mailbox(self: &Arc<Self>, room_id: &str) -> Result<(u64, mpsc::Sender<Event>), Refused> {
+    fn mailbox(
+        self: &Arc<Self>,
+        room_id: &str,
+        forced: bool,
+    ) -> Result<(u64, mpsc::Sender<Event>), Refused> {
         let mut live = self.lock();
-        if let Some((generation, mailbox)) = live.rooms.get(room_id) {
-            return Ok((*generation, mailbox.clone()));
+        if let Some(entry) = live.rooms.get(room_id) {
+            return Ok((entry.generation, entry.mailbox.clone()));
         }
         let draining = self.services.tasks.draining().is_cancelled();
         let Some(directory) = self.services.parties.upgrade().filter(|_| !draining) else {
             return Err(Refused::ShuttingDown);
         };
+        let limits = &self.services.limits;
+        if !forced {
+            Refused::check_id(room_id, limits)?;
+        }
+        let slot = self
+            .services
+            .room_slots
+            .take(forced)
+            .ok_or(Refused::TooManyRooms {
+                limit: limits.max_rooms,
+            })?;
         let generation = live.next_generation;
         live.next_generation += 1;
-        let (sender, mailbox) = mpsc::channel(self.services.limits.room_mailbox);
-        live.rooms
-            .insert(room_id.to_owned(), (generation, sender.clone()));
+        let (sender, mailbox) = mpsc::channel(limits.room_mailbox);
+        live.rooms.insert(
+            room_id.to_owned(),
+            Entry {
+                generation,
+                mailbox: sender.clone(),
+                _slot: slot,
+            },
+        );
         let key = RoomKey::new(self.party.name(), room_id);
         let parties = Parties::new(directory, Some(key));
         let room = Room::new(
@@ -195,8 +299,9 @@ impl Rooms {
         if live
             .rooms
             .get(room_id)
-            .is_some_and(|(current, _)| *current == generation)
+            .is_some_and(|entry| entry.generation == generation)
         {
+            // Dropping the entry gives its slot back.
             live.rooms.remove(room_id);
         }
     }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub(crate) use actor::RoomActor;
-pub(crate) use directory::{Refused, Rooms, Seed, Services};
+pub(crate) use directory::{Refused, RoomSlots, Rooms, Seed, Services};
 pub(crate) use event::Event;
 use registry::Registry;
 

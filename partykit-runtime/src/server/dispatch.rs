@@ -10,11 +10,12 @@ use axum::response::IntoResponse;
 use axum::routing::any;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
+use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use super::routing::{self, Target};
 use super::{App, PartyEntry, body, socket};
-use crate::room::Event;
+use crate::room::{Event, Refused};
 use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
     Request, Response,
@@ -53,6 +54,10 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
     let Some(entry) = app.parties.get(party) else {
         return (StatusCode::NOT_FOUND, format!("Party {party} not found")).into_response();
     };
+    // Before any hook: a long id costs memory in every room structure that keys on it.
+    if let Err(refused) = Refused::check_id(room, &app.limits) {
+        return refused.into_error().into_response();
+    }
     let lobby = Lobby {
         id: room.to_owned(),
         party: entry.party.name(),
@@ -67,7 +72,7 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
         };
         let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
         match entry.party.before_connect(request, &lobby).await {
-            Err(error) => unauthorized(&error),
+            Err(error) => unauthorized(&error, "on_before_connect"),
             Ok(Before::Respond(response)) => response,
             Ok(Before::Forward(request)) => connect(app, entry, room, request, upgrade).await,
         }
@@ -77,7 +82,7 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
             Err(response) => return response,
         };
         match entry.party.before_request(request, &lobby).await {
-            Err(error) => unauthorized(&error),
+            Err(error) => unauthorized(&error, "on_before_request"),
             Ok(Before::Respond(response)) => response,
             Ok(Before::Forward(_)) if !entry.party.handlers().on_request => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "No onRequest handler").into_response()
@@ -165,25 +170,9 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
     if let Some(main) = main
         && handlers.on_cron
         && request.path() == "/__scheduled__"
+        && let Some(token) = &app.scheduled_token
     {
-        let name = request
-            .query("cron")
-            .map(|name| name.into_owned())
-            .unwrap_or_default();
-        let expression = app.crons.expression_of(&name).to_owned();
-        let cron = Cron {
-            name: name.clone(),
-            cron: expression.clone(),
-            scheduled_time: SystemTime::now(),
-        };
-        let lobby = CronLobby {
-            env: app.env.clone(),
-            parties: app.parties(),
-        };
-        return match main.party.cron(cron, &lobby).await {
-            Ok(()) => (StatusCode::OK, format!("ran cron {name}: {expression}")).into_response(),
-            Err(error) => internal(&error),
-        };
+        return scheduled(app, main, token, &request).await;
     }
     // SPEC §1.2 steps 2 and 4: a static asset shadows `on_fetch`.
     if let Some(assets) = &app.assets
@@ -198,7 +187,7 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         match main.party.fetch(request, &lobby).await {
             Ok(Some(response)) => return response,
             Ok(None) => {}
-            Err(error) => return internal(&error),
+            Err(error) => return error.response("on_fetch failed"),
         }
     }
     // Step 6: the `404.html` asset, with status 404.
@@ -210,6 +199,50 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
     not_found()
 }
 
+/// `/__scheduled__?cron=<name>`: runs the declared schedule `name` at once, for a
+/// caller with the operator's bearer token.
+async fn scheduled(app: &App, main: &PartyEntry, token: &str, request: &Request) -> Response {
+    let given = request
+        .header(header::AUTHORIZATION.as_str())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Constant time: how long the comparison takes must not tell how much of a guess
+    // was right.
+    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "/__scheduled__ needs the scheduled token: Authorization: Bearer <token>",
+        )
+            .into_response();
+    }
+    let name = request
+        .query("cron")
+        .map(|name| name.into_owned())
+        .unwrap_or_default();
+    let Some(expression) = app.crons.expression_of(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("No cron schedule named {name:?} is declared"),
+        )
+            .into_response();
+    };
+    let expression = expression.to_owned();
+    let cron = Cron {
+        name: name.clone(),
+        cron: expression.clone(),
+        scheduled_time: SystemTime::now(),
+    };
+    let lobby = CronLobby {
+        env: app.env.clone(),
+        parties: app.parties(),
+    };
+    match main.party.cron(cron, &lobby).await {
+        Ok(()) => (StatusCode::OK, format!("ran cron {name}: {expression}")).into_response(),
+        Err(error) => error.response("on_cron failed"),
+    }
+}
+
 /// A WebSocket upgrade, as PartyKit tells it: the `upgrade` header says `websocket`.
 fn is_upgrade(request: &axum::extract::Request) -> bool {
     request
@@ -218,17 +251,23 @@ fn is_upgrade(request: &axum::extract::Request) -> bool {
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-fn unauthorized(error: &Error) -> Response {
-    let mut message = error.to_string();
-    if message.is_empty() {
-        message = "Unauthorised".to_owned();
+/// A refusal by `on_before_connect` / `on_before_request`: 401 with the message, as on
+/// PartyKit; an internal error's message is replaced by its id. A panic is no refusal
+/// but a bug: 500.
+fn unauthorized(error: &Error, hook: &str) -> Response {
+    if error.is_panic() {
+        return error.response(hook);
     }
-    (StatusCode::UNAUTHORIZED, message).into_response()
-}
-
-fn internal(error: &Error) -> Response {
-    tracing::warn!(%error, "handler failed");
-    (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+    let public = error.public(&format!("{hook} failed"), "Unauthorised");
+    match public.id {
+        None => (StatusCode::UNAUTHORIZED, public.message).into_response(),
+        Some(id) => (
+            StatusCode::UNAUTHORIZED,
+            [(crate::ERROR_ID_HEADER, id.clone())],
+            format!("Unauthorised (error id {id})"),
+        )
+            .into_response(),
+    }
 }
 
 fn not_found() -> Response {

@@ -35,6 +35,9 @@ use crate::{Cron, CronLobby, Env, Limits, Party};
 pub const HOST_VAR: &str = "PARTYKIT_HOST";
 /// The environment variable that overrides the port [`Server::run`] binds to.
 pub const PORT_VAR: &str = "PARTYKIT_PORT";
+/// The environment variable that turns on the `/__scheduled__` trigger with this token
+/// when [`Server::scheduled_token`] is not set; read when the server is built.
+pub const SCHEDULED_TOKEN_VAR: &str = "PARTYKIT_SCHEDULED_TOKEN";
 /// The default address: `127.0.0.1:1999`, PartyKit's dev port.
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1999);
@@ -68,6 +71,7 @@ pub struct Server {
     assets: assets::Config,
     cors: Vec<(String, Cors)>,
     crons: Vec<(String, String)>,
+    scheduled_token: Option<String>,
 }
 
 enum StorageChoice {
@@ -88,13 +92,15 @@ impl Server {
             assets: assets::Config::default(),
             cors: Vec::new(),
             crons: Vec::new(),
+            scheduled_token: None,
         }
     }
 
     /// Declares a cron schedule: the main party's `on_cron` runs at every minute the
-    /// five-field `expression` matches, in UTC (PartyKit's `crons` config). `GET
-    /// /__scheduled__?cron=<name>` runs it at once, for testing. An invalid expression
-    /// makes the server refuse to start with [`ServerError::InvalidCron`].
+    /// five-field `expression` matches, in UTC (PartyKit's `crons` config). An invalid
+    /// expression makes the server refuse to start with [`ServerError::InvalidCron`].
+    /// With a [`scheduled_token`](Self::scheduled_token), `GET /__scheduled__?cron=<name>`
+    /// runs it at once.
     ///
     /// ```no_run
     /// use partykit_runtime::{party, Cron, CronLobby, Server};
@@ -123,6 +129,40 @@ impl Server {
     #[must_use]
     pub fn cron(mut self, name: impl Into<String>, expression: impl Into<String>) -> Self {
         self.crons.push((name.into(), expression.into()));
+        self
+    }
+
+    /// Turns on the `/__scheduled__` trigger, PartyKit's way of running a cron schedule at
+    /// once: a request to `/__scheduled__?cron=<name>` (any method) that carries
+    /// `Authorization: Bearer <token>` runs the main party's `on_cron` for the schedule
+    /// `name` declared with [`cron`](Self::cron), and answers 200 `ran cron <name>:
+    /// <expression>`. Without the token, or with another one, it answers 401; a name no
+    /// [`cron`](Self::cron) declared answers 404.
+    ///
+    /// Off by default, because anyone who can reach the server could otherwise run
+    /// `on_cron` at will: then `/__scheduled__` is an ordinary path (assets, `on_fetch`,
+    /// 404). Without this call, the token is read from the environment variable
+    /// `PARTYKIT_SCHEDULED_TOKEN` ([`SCHEDULED_TOKEN_VAR`]) when the server is built; an
+    /// empty token leaves the trigger off.
+    ///
+    /// ```no_run
+    /// # use partykit_runtime::{party, Cron, Server};
+    /// # #[party] #[derive(Default)] struct Main;
+    /// # #[party] impl Main { fn on_cron(_cron: Cron) {} }
+    /// # async fn run() -> Result<(), partykit_runtime::ServerError> {
+    /// // curl -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:1999/__scheduled__?cron=nightly'
+    /// let token = std::env::var("MY_CRON_TOKEN").expect("set MY_CRON_TOKEN");
+    /// Server::new()
+    ///     .party::<Main>()
+    ///     .cron("nightly", "0 3 * * *")
+    ///     .scheduled_token(token)
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn scheduled_token(mut self, token: impl Into<String>) -> Self {
+        self.scheduled_token = Some(token.into());
         self
     }
 
@@ -319,6 +359,7 @@ impl Server {
             backend: Arc::clone(&opened.backend),
             alarms,
             parties: Arc::downgrade(&directory),
+            room_slots: crate::room::RoomSlots::new(&self.limits),
             tasks: tasks.clone(),
         });
         let parties = register_parties(self.parties, &services)?;
@@ -333,6 +374,10 @@ impl Server {
         spawn_crons(&tasks, &crons, &parties, &opened.env, &directory);
         Ok(App {
             parties,
+            scheduled_token: self
+                .scheduled_token
+                .or_else(|| std::env::var(SCHEDULED_TOKEN_VAR).ok())
+                .filter(|token| !token.is_empty()),
             crons,
             assets: opened.assets,
             cors,
@@ -593,6 +638,8 @@ pub(crate) struct PartyEntry {
 pub(crate) struct App {
     pub(crate) parties: HashMap<&'static str, PartyEntry>,
     pub(crate) crons: Arc<Crons>,
+    /// The bearer token `/__scheduled__` requires; `None` turns the trigger off.
+    pub(crate) scheduled_token: Option<String>,
     /// The static assets of `serve_dir`, if any.
     pub(crate) assets: Option<assets::Assets>,
     /// The parties with CORS on.

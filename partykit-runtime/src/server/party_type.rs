@@ -4,6 +4,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
+use crate::error::catch_panic;
 use crate::room::{RoomActor, Seed};
 use crate::{
     Before, Cron, CronLobby, FetchLobby, FetchSocket, Handlers, Lobby, Party, Request, Response,
@@ -61,7 +62,9 @@ impl<P: Party> PartyType for Typed<P> {
         request: Request,
         lobby: &'a Lobby,
     ) -> BoxFuture<'a, Result<Before>> {
-        Box::pin(P::on_before_connect(request, lobby))
+        Box::pin(catch_panic("on_before_connect", async move {
+            P::on_before_connect(request, lobby).await
+        }))
     }
 
     fn before_request<'a>(
@@ -69,7 +72,9 @@ impl<P: Party> PartyType for Typed<P> {
         request: Request,
         lobby: &'a Lobby,
     ) -> BoxFuture<'a, Result<Before>> {
-        Box::pin(P::on_before_request(request, lobby))
+        Box::pin(catch_panic("on_before_request", async move {
+            P::on_before_request(request, lobby).await
+        }))
     }
 
     fn fetch<'a>(
@@ -77,14 +82,20 @@ impl<P: Party> PartyType for Typed<P> {
         request: Request,
         lobby: &'a FetchLobby,
     ) -> BoxFuture<'a, Result<Option<Response>>> {
-        Box::pin(P::on_fetch(request, lobby))
+        Box::pin(catch_panic("on_fetch", async move {
+            P::on_fetch(request, lobby).await
+        }))
     }
 
     fn socket<'a>(&self, socket: FetchSocket, lobby: &'a FetchLobby) -> BoxFuture<'a, Result<()>> {
-        Box::pin(P::on_socket(socket, lobby))
+        Box::pin(catch_panic("on_socket", async move {
+            P::on_socket(socket, lobby).await
+        }))
     }
 
     fn cron<'a>(&self, cron: Cron, lobby: &'a CronLobby) -> BoxFuture<'a, Result<()>> {
-        Box::pin(P::on_cron(cron, lobby))
+        Box::pin(catch_panic("on_cron", async move {
+            P::on_cron(cron, lobby).await
+        }))
     }
 }

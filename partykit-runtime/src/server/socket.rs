@@ -74,7 +74,10 @@ impl Session {
                 Err(refused) => Some((close_code::TRY_AGAIN_LATER, refused.to_string())),
                 Ok(()) => match connected.await {
                     Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some((close_code::INTERNAL_ERROR, error.to_string())),
+                    Ok(Err(error)) => Some((
+                        close_code::INTERNAL_ERROR,
+                        error.public("connecting failed", "").message,
+                    )),
                     Err(_) => Some((
                         close_code::INTERNAL_ERROR,
                         "The room stopped before accepting the connection".to_owned(),
