@@ -7,6 +7,7 @@
 //! | [`chat`] | `cargo run -p partykit-examples --bin chat` | broadcast to everyone else; JSON over HTTP |
 //! | [`counter`] | `cargo run -p partykit-examples --bin counter` | durable state shared by HTTP and WebSocket clients |
 //! | [`cursors`] | `cargo run -p partykit-examples --bin cursors` | a static page (with the `partysocket` client) showing everyone's cursor; connection state; hibernation |
+//! | [`echo`] | `cargo run -p partykit-examples --bin echo` | every message back to its sender, same type; the server Autobahn\|Testsuite runs against |
 //! | [`legacy`] | `cargo run -p partykit-examples --bin legacy` | object-style (legacy) handlers and their deprecation warnings |
 //! | [`multi_party`] | `cargo run -p partykit-examples --bin multi-party` | two parties: chat rooms report their users to a lobby room through `context().parties()` |
 //! | [`reminders`] | `cargo run -p partykit-examples --bin reminders` | alarms: several timers on a room's one alarm |
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod chat;
 pub mod counter;
 pub mod cursors;
+pub mod echo;
 pub mod legacy;
 pub mod multi_party;
 pub mod reminders;

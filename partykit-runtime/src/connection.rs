@@ -20,6 +20,13 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol: an unmasked frame, a reserved opcode, RSV
+    /// bits without an extension, a fragmented or oversized control frame, a malformed
+    /// close frame, a continuation frame out of place. The reason names the violation;
+    /// `on_error` hears of it.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message (or a close reason) was not valid UTF-8; `on_error` hears of it.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// The peer fell too far behind: its outbound queue exceeded
     /// [`Limits::max_outbound_buffer`](crate::Limits::max_outbound_buffer).
     pub const POLICY_VIOLATION: u16 = 1008;

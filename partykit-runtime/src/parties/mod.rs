@@ -46,7 +46,7 @@ use tokio::sync::oneshot;
 pub use socket::StubSocket;
 pub(crate) use waits::WaitGraph;
 
-use crate::room::{Event, Refused, Rooms};
+use crate::room::{Event, Rooms};
 use crate::storage::RoomKey;
 use crate::{Error, Request, Response};
 

@@ -1,6 +1,7 @@
 //! One task per accepted socket: it runs the room's `on_connect`, then moves frames
 //! between the socket and the room until either side closes.
 
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket};
 use futures_util::SinkExt;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::connection::{Outbound, Outlet, close_code, truncate_reason};
 use crate::room::{Event, Rooms};
@@ -107,30 +108,60 @@ impl Session {
         }
     }
 
+    /// Moves frames until the socket ends. While an inbound message waits for room in the
+    /// room's mailbox, the socket is not read (the peer's frames wait in TCP: back-pressure),
+    /// but outbound frames, the server's shutdown and an abort are still served: a busy
+    /// room must not stall its sockets' writers.
     async fn pump(&mut self, socket: &mut WebSocket) -> End {
-        loop {
+        let Self {
+            connection,
+            outlet,
+            rooms,
+            room,
+            stopping,
+        } = self;
+        // Registered once for the socket's life, not once per frame.
+        let mut stopping = pin!(stopping.cancelled());
+        let mut aborted = pin!(connection.aborted());
+        // The inbound message on its way to the room's mailbox, if any.
+        let mut delivery = pin!(None::<Event>.map(|event| rooms.send(room, event)));
+        let end = loop {
             tokio::select! {
                 biased;
-                () = self.stopping.cancelled() => {
+                () = &mut stopping => {
                     close(socket, close_code::GOING_AWAY, "Server shutting down").await;
-                    return End::Closed;
+                    break End::Closed;
                 }
-                () = self.connection.aborted() => {
+                () = &mut aborted => {
                     abandon(socket).await;
-                    return End::Closed;
+                    break End::Closed;
                 }
-                outbound = self.outlet.frames.recv() => {
-                    let Some(outbound) = outbound else { return End::Closed };
-                    match self.write(socket, outbound).await {
+                outbound = outlet.frames.recv() => {
+                    let Some(outbound) = outbound else { break End::Closed };
+                    let written = write(
+                        socket,
+                        connection,
+                        outlet,
+                        stopping.as_mut(),
+                        aborted.as_mut(),
+                        outbound,
+                    );
+                    match written.await {
                         Ok(Some(close_frame)) => {
                             finish_close(socket, close_frame).await;
-                            return End::Closed;
+                            break End::Closed;
                         }
                         Ok(None) => {}
-                        Err(end) => return end,
+                        Err(end) => break end,
                     }
                 }
-                inbound = socket.recv() => {
+                // A message of a live room's own connection is never refused.
+                _ = async { delivery.as_mut().as_pin_mut().expect("guarded").await },
+                    if delivery.is_some() =>
+                {
+                    delivery.set(None);
+                }
+                inbound = socket.recv(), if delivery.is_none() => {
                     let message = match inbound {
                         Some(Ok(Frame::Text(text))) => Message::Text(text),
                         Some(Ok(Frame::Binary(bytes))) => Message::Binary(bytes),
@@ -139,75 +170,107 @@ impl Session {
                             // Send the close reply tungstenite queued, before the socket
                             // is dropped: the peer's closing handshake completes.
                             let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-                            return End::Closed;
+                            break End::Closed;
                         }
-                        None => return End::Closed,
-                        Some(Err(error)) => return self.read_failed(socket, error).await,
+                        None => break End::Closed,
+                        Some(Err(error)) => break read_failed(socket, error).await,
                     };
-                    let event = Event::Message { connection: self.connection.clone(), message };
-                    let _ = self.rooms.send(&self.room, event).await;
+                    let event = Event::Message { connection: connection.clone(), message };
+                    delivery.set(Some(rooms.send(room, event)));
                 }
             }
-        }
-    }
-
-    /// Writes `first` and whatever else is queued, then flushes once. Returns the close
-    /// frame if the room asked to close. Gives up when the peer is aborted or the server
-    /// stops, so a peer that stopped reading cannot hold the task forever.
-    async fn write(
-        &mut self,
-        socket: &mut WebSocket,
-        first: Outbound,
-    ) -> Result<Option<CloseFrame>, End> {
-        let Self {
-            connection,
-            outlet,
-            stopping,
-            ..
-        } = self;
-        let batch = async {
-            let mut next = Some(first);
-            let mut written = 0;
-            while let Some(outbound) = next.take() {
-                match outbound {
-                    Outbound::Frame(frame) => {
-                        connection.dequeued(&frame);
-                        socket.feed(frame).await?;
-                    }
-                    Outbound::Close(close_frame) => {
-                        socket.flush().await?;
-                        return Ok(Some(close_frame));
-                    }
-                }
-                written += 1;
-                if written < MAX_BATCH {
-                    next = outlet.frames.try_recv();
-                }
-            }
-            socket.flush().await?;
-            Ok::<_, axum::Error>(None)
         };
-        tokio::select! {
-            result = batch => return result.map_err(|error| End::Failed(Error::new(error))),
-            () = connection.aborted() => abandon(socket).await,
-            () = stopping.cancelled() => {
-                close(socket, close_code::GOING_AWAY, "Server shutting down").await;
+        // A message read before the socket ended still reaches the room, before `Closed`.
+        if let Some(pending) = delivery.as_mut().as_pin_mut() {
+            let _ = pending.await;
+        }
+        end
+    }
+}
+
+/// Writes `first` and whatever else is queued, then flushes once. Returns the close frame
+/// if the room asked to close. Gives up when the peer is aborted or the server stops, so a
+/// peer that stopped reading cannot hold the task forever.
+async fn write(
+    socket: &mut WebSocket,
+    connection: &Connection,
+    outlet: &mut Outlet,
+    stopping: Pin<&mut WaitForCancellationFuture<'_>>,
+    aborted: Pin<&mut impl Future<Output = ()>>,
+    first: Outbound,
+) -> Result<Option<CloseFrame>, End> {
+    let batch = async {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(outbound) = next.take() {
+            match outbound {
+                Outbound::Frame(frame) => {
+                    connection.dequeued(&frame);
+                    socket.feed(frame).await?;
+                }
+                Outbound::Close(close_frame) => {
+                    socket.flush().await?;
+                    return Ok(Some(close_frame));
+                }
+            }
+            written += 1;
+            if written < MAX_BATCH {
+                next = outlet.frames.try_recv();
             }
         }
-        Err(End::Closed)
-    }
-
-    async fn read_failed(&self, socket: &mut WebSocket, error: axum::Error) -> End {
-        let too_big = std::error::Error::source(&error)
-            .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-            .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)));
-        if too_big {
-            close(socket, close_code::MESSAGE_TOO_BIG, "Message is too large").await;
-            End::Closed
-        } else {
-            End::Failed(Error::new(error))
+        socket.flush().await?;
+        Ok::<_, axum::Error>(None)
+    };
+    let interrupted = tokio::select! {
+        result = batch => return result.map_err(|error| End::Failed(Error::new(error))),
+        () = aborted => Interrupted::Aborted,
+        () = stopping => Interrupted::Stopping,
+    };
+    // The batch borrowed the socket; it is dropped now.
+    match interrupted {
+        Interrupted::Aborted => abandon(socket).await,
+        Interrupted::Stopping => {
+            close(socket, close_code::GOING_AWAY, "Server shutting down").await;
         }
     }
+    Err(End::Closed)
+}
+
+enum Interrupted {
+    Aborted,
+    Stopping,
+}
+
+/// Answers a failed read: a frame that broke the protocol gets a close frame saying why
+/// (RFC 6455 section 7.1.7 fails the connection with 1002 or 1007) before the socket is
+/// dropped, and `on_error` hears of it; an oversized message is closed with 1009.
+async fn read_failed(socket: &mut WebSocket, error: axum::Error) -> End {
+    use tungstenite::error::ProtocolError;
+    let cause = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>());
+    let (code, reason) = match cause {
+        Some(tungstenite::Error::Capacity(_)) => {
+            close(socket, close_code::MESSAGE_TOO_BIG, "Message is too large").await;
+            return End::Closed;
+        }
+        Some(tungstenite::Error::Utf8(_)) => (
+            close_code::INVALID_PAYLOAD,
+            "Invalid UTF-8 in a text message".to_owned(),
+        ),
+        // The peer went away without a close frame: there is no one to tell.
+        Some(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) | None => {
+            return End::Failed(Error::new(error));
+        }
+        Some(tungstenite::Error::Protocol(violation)) => (
+            close_code::PROTOCOL_ERROR,
+            format!("Protocol error: {violation}"),
+        ),
+        Some(_) => return End::Failed(Error::new(error)),
+    };
+    // tungstenite stops reading after a protocol error, but can still write: the close
+    // frame goes out, and the peer's answer is not awaited (its frames cannot be parsed).
+    close(socket, code, &reason).await;
+    End::Failed(Error::new(error))
 }
 
 /// Closes a peer that fell too far behind: it is not reading, so the close frame gets one
