@@ -157,8 +157,12 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         return socket::configure(upgrade, &app.limits).on_upgrade(move |socket| {
             tasks.track_connection(async move {
                 let socket = FetchSocket { socket, request };
-                if let Err(error) = party.socket(socket, &lobby).await {
-                    tracing::warn!(%error, "on_socket failed");
+                // The hook owns the socket: after a panic it is gone, so the panic
+                // can only be logged.
+                match party.socket(socket, &lobby).await {
+                    Ok(()) => {}
+                    Err(error) if error.is_panic() => tracing::error!(%error, "on_socket panicked"),
+                    Err(error) => tracing::warn!(%error, "on_socket failed"),
                 }
             })
         });
