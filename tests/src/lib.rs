@@ -725,6 +725,22 @@ impl Logs {
         Logs(())
     }
 
+    /// Waits (bounded by [`WAIT`]) until a line containing `needle` is logged, for a
+    /// line logged after what the test can observe (a panic drops its socket before the
+    /// panic is caught and logged).
+    pub async fn wait_for(&self, needle: &str) -> Vec<String> {
+        within(format!("a log line with {needle:?}"), async {
+            loop {
+                let lines = self.lines_with(needle);
+                if !lines.is_empty() {
+                    return lines;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
     /// The lines logged so far that contain `needle`.
     pub fn lines_with(&self, needle: &str) -> Vec<String> {
         let log = LOG.lock().unwrap_or_else(PoisonError::into_inner);

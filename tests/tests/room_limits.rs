@@ -121,7 +121,16 @@ async fn the_room_cap_refuses_new_rooms_and_recovers_after_eviction() {
     // The cap: a new room is refused, by HTTP, by WebSocket (before the upgrade), in
     // either party, and by a call between rooms; live rooms still answer.
     assert_refused(&server.get("/parties/rooms/d").await, "HTTP");
-    assert_refused(&server.refused_upgrade("/parties/rooms/e").await, "upgrade");
+    // A socket is accepted and closed with 1013 Try Again Later, which a browser's
+    // WebSocket can read (a refused upgrade would only show it a failed connection).
+    let mut refused = server.connect("/parties/rooms/e").await;
+    assert_eq!(
+        refused.closed().await,
+        (
+            1013,
+            "Too many rooms are live (the limit is 3); try again later".to_owned()
+        )
+    );
     assert_refused(&server.get("/parties/other/f").await, "another party");
     assert_eq!(server.get("/parties/rooms/a").await.text(), "ok a");
     assert_eq!(

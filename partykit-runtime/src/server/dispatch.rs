@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::routing::{self, Target};
 use super::{App, PartyEntry, body, socket};
+use crate::connection::close_code;
 use crate::room::{Event, Refused};
 use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
@@ -110,7 +111,7 @@ async fn connect(
 ) -> Response {
     let (reply, started) = oneshot::channel();
     if let Err(refused) = entry.rooms.send(room, Event::Prepare { reply }).await {
-        return refused.into_error().into_response();
+        return refuse_socket(app, upgrade, refused);
     }
     match started.await {
         Ok(Ok(())) => {}
@@ -136,6 +137,23 @@ async fn connect(
     socket::configure(upgrade, limits)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |websocket| tasks.track_connection(session.run(websocket, ctx)))
+}
+
+/// A socket for a room that cannot start now (the room cap, shutdown) is accepted and
+/// closed at once with 1013 Try Again Later and the reason, which WebSocket clients can
+/// read (a refused upgrade only shows them a failed connection); an id over the limit is
+/// refused before the upgrade.
+fn refuse_socket(app: &App, upgrade: WebSocketUpgrade, refused: Refused) -> Response {
+    if matches!(refused, Refused::IdTooLong { .. }) {
+        return refused.into_error().into_response();
+    }
+    let tasks = app.tasks.clone();
+    let reason = refused.to_string();
+    socket::configure(upgrade, &app.limits).on_upgrade(move |mut websocket| {
+        tasks.track_connection(async move {
+            socket::close(&mut websocket, close_code::TRY_AGAIN_LATER, &reason).await;
+        })
+    })
 }
 
 async fn outside_parties(app: &App, request: axum::extract::Request) -> Response {

@@ -285,7 +285,7 @@ async fn abandon(socket: &mut WebSocket) {
 }
 
 /// Sends a close frame and waits (briefly) for the peer's.
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+pub(super) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: truncate_reason(reason).into(),

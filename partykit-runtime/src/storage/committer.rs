@@ -32,11 +32,23 @@ pub(crate) struct Shared {
     pub(crate) finished: watch::Sender<u64>,
 }
 
-/// What a request whose answer waited for a failed commit gets.
+/// What a request whose answer waited for a commit that was dropped (written on top of
+/// a failed one) gets.
 pub(crate) fn failure() -> axum::response::Response {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
         "A storage write failed; the room was reset",
+    )
+        .into_response()
+}
+
+/// What a request whose answer waited for the commit that failed gets: the id the
+/// failure was logged with.
+fn failed_commit(error_id: &str) -> axum::response::Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(crate::ERROR_ID_HEADER, error_id.to_owned())],
+        format!("A storage write failed; the room was reset (error id {error_id})"),
     )
         .into_response()
 }
@@ -88,15 +100,19 @@ pub(crate) fn spawn(
                     on_durable(&room, &commit.mutations);
                 }
                 Err(error) => {
+                    // The requests that waited hear only the id: the detail (a path, a
+                    // database message) is for the operator.
+                    let error_id = crate::error::new_error_id();
                     tracing::error!(
                         room = %room,
                         %error,
+                        error_id,
                         "storage commit failed: dropping the output that waited for it and resetting the room"
                     );
                     // Drop what waited first, then tell the room: anything the room
                     // holds before it sees the flag belongs to the failed state too,
                     // and is dropped when its own commit is discarded.
-                    shared.gate.discard_through(seq, failure);
+                    shared.gate.discard_through(seq, || failed_commit(&error_id));
                     shared.failed.store(true, Ordering::Release);
                 }
             }
