@@ -440,9 +440,9 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_low_descriptor_limit_a_full_server_answers_503_instead_of_going_silent() {
     init_tracing();
-    // 256 descriptors: the cap is lowered to 128 connections, leaving room to refuse.
+    // 256 descriptors: the cap is lowered to 224 connections, leaving room to refuse.
     const NOFILE: u32 = 256;
-    const CAP: usize = 128;
+    const CAP: usize = 224;
     let dir = TempDir::new("hostile-cap-fds");
     let server = ServerProcess::start_with_fd_limit(
         env!("CARGO_BIN_EXE_party-server"),
