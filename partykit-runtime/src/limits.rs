@@ -85,9 +85,10 @@ pub struct Limits {
     /// The most client connections open at once, WebSockets included (an HTTP/2
     /// connection counts once); one more is answered a short 503 and closed. Where the
     /// process's file descriptor limit (`ulimit -n`, read from `/proc/self/limits`) is
-    /// too low for this cap plus 128 spare descriptors, the cap is lowered to fit (and
-    /// logged), so that a full server answers 503 instead of going silent. Past the
-    /// descriptor limit anyway, the server pauses accepting until descriptors free up.
+    /// too low for this cap plus spare descriptors (an eighth of the limit, 16 to 128),
+    /// the cap is lowered to fit (and logged), so that a full server answers 503 instead
+    /// of going silent. Past the descriptor limit anyway, the server pauses accepting
+    /// until descriptors free up.
     /// Default 10,000.
     pub max_connections: usize,
     /// The most rooms live at once across every party; a request for one more answers

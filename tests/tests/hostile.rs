@@ -13,9 +13,15 @@ use partykit_tests::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
-/// Answers every request with the length of its body; echoes every message.
+/// Told when a request to `…/held` has reached the room.
+static HELD: Notify = Notify::const_new();
+/// Lets that request answer.
+static RELEASE: Notify = Notify::const_new();
+
+/// Answers every request with the length of its body (a request to `…/held` waits for
+/// [`RELEASE`] first); echoes every message.
 struct Sink;
 
 impl Party for Sink {
@@ -24,6 +30,11 @@ impl Party for Sink {
     }
 
     async fn on_request(&mut self, request: Request) -> partykit_runtime::Result<Response> {
+        if request.path().ends_with("/held") {
+            // In flight until the test lets it go.
+            HELD.notify_one();
+            RELEASE.notified().await;
+        }
         Ok(format!("{} bytes", request.body().len()).into_response())
     }
 
@@ -440,9 +451,9 @@ async fn the_accept_loop_survives_running_out_of_file_descriptors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_low_descriptor_limit_a_full_server_answers_503_instead_of_going_silent() {
     init_tracing();
-    // 256 descriptors: the cap is lowered to 128 connections, leaving room to refuse.
+    // 256 descriptors: the cap is lowered to 224 connections, leaving room to refuse.
     const NOFILE: u32 = 256;
-    const CAP: usize = 128;
+    const CAP: usize = 224;
     let dir = TempDir::new("hostile-cap-fds");
     let server = ServerProcess::start_with_fd_limit(
         env!("CARGO_BIN_EXE_party-server"),
@@ -480,4 +491,38 @@ async fn under_a_low_descriptor_limit_a_full_server_answers_503_instead_of_going
     })
     .await;
     server.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_request_in_flight_finish_and_closes_idle_connections() {
+    let mut server = start(Limits::default()).await;
+    // An idle kept-alive connection, and a request in flight.
+    let mut idle = connect(&server).await;
+    idle.write_all(b"GET /parties/main/r HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(
+        read_response_on(&mut idle, "a kept-alive response")
+            .await
+            .status,
+        200
+    );
+    let mut busy = connect(&server).await;
+    busy.write_all(b"POST /parties/main/held HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .expect("write");
+    within("the request to reach the room", HELD.notified()).await;
+    server.trigger_shutdown();
+    // The idle connection is closed at once ...
+    assert!(
+        ends_within_wait(&mut idle).await,
+        "the idle connection stayed open"
+    );
+    // ... the request in flight is answered, and told that its connection closes.
+    RELEASE.notify_one();
+    let response = read_response_on(&mut busy, "the answer in flight").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "2 bytes");
+    assert_eq!(response.header("connection"), Some("close"));
+    server.stopped().await.expect("serve failed");
 }

@@ -642,6 +642,19 @@ impl XorShift {
 /// How long until the 1 TB `Content-Length` of a body never sent is answered 413, or
 /// what happened instead.
 async fn terabyte_body(addr: SocketAddr) -> Result<Duration, String> {
+    // First a normal request, so that the figure is not the server's start-up.
+    let warm_up = tokio::time::timeout(PROBE_TIMEOUT, async {
+        load::HttpClient::connect(addr)
+            .await?
+            .get("/parties/main/warm-up")
+            .await
+    })
+    .await;
+    if !matches!(warm_up, Ok(Ok((200, _)))) {
+        return Err(format!(
+            "the server did not answer a first GET: {warm_up:?}"
+        ));
+    }
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr)
         .await

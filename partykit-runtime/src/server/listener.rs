@@ -42,7 +42,8 @@ use crate::tasks::Tasks;
 
 /// The smallest read buffer hyper accepts, so the smallest head limit.
 const MIN_READ_BUFFER: usize = 8 * 1024;
-/// Descriptors kept free beyond the connection cap: the refusals' and the process's own.
+/// The most descriptors kept free beyond the connection cap: the refusals' and the
+/// process's own.
 const FD_RESERVE: usize = 2 * MAX_REFUSALS;
 /// How long the loop pauses after an accept failed for want of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -157,8 +158,8 @@ pub(super) async fn accept(
 }
 
 /// The connection cap in force: [`Limits::max_connections`], lowered if need be so that
-/// the process keeps [`FD_RESERVE`] descriptors beyond it (for its files, its listener and
-/// the refusals), so that a full server refuses with 503 instead of going silent.
+/// the process keeps some descriptors beyond it (for its files, its listener and the
+/// refusals), so that a full server refuses with 503 instead of going silent.
 fn connection_cap(max_connections: usize) -> usize {
     let cap = max_connections.min(Semaphore::MAX_PERMITS);
     let Some(limit) = open_files_limit() else {
@@ -175,11 +176,11 @@ fn connection_cap(max_connections: usize) -> usize {
     fitted
 }
 
-/// `cap`, or less so that `limit` descriptors leave [`FD_RESERVE`] spare (and never less
-/// than half of them for connections).
+/// `cap`, or less so that `limit` descriptors leave an eighth of them spare (16 to
+/// [`FD_RESERVE`]) for the process's own files and the refusals.
 fn cap_within(cap: usize, limit: usize) -> usize {
-    let room = limit.saturating_sub(FD_RESERVE).max(limit / 2).max(1);
-    cap.min(room)
+    let spare = (limit / 8).clamp(16, FD_RESERVE);
+    cap.min(limit.saturating_sub(spare).max(1))
 }
 
 /// The process's soft limit on open files, where the system tells it (Linux's
@@ -564,10 +565,12 @@ mod tests {
     #[test]
     fn the_cap_leaves_descriptors_to_spare() {
         assert_eq!(cap_within(10_000, 20_000), 10_000);
-        assert_eq!(cap_within(10_000, 1024), 1024 - FD_RESERVE);
-        assert_eq!(cap_within(10_000, 256), 128);
-        assert_eq!(cap_within(10_000, 64), 32);
+        assert_eq!(cap_within(10_000, 1024), 1024 - 128);
+        assert_eq!(cap_within(10_000, 4096), 4096 - FD_RESERVE);
+        assert_eq!(cap_within(10_000, 256), 224);
+        assert_eq!(cap_within(10_000, 64), 48);
         assert_eq!(cap_within(10, 64), 10);
+        assert_eq!(cap_within(10, 8), 1);
     }
 
     #[test]
