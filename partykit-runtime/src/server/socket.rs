@@ -3,13 +3,14 @@
 
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket};
 use futures_util::SinkExt;
 use tokio::sync::oneshot;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Outbound, Outlet, close_code, truncate_reason};
 use crate::room::{Event, Rooms};
@@ -112,8 +113,12 @@ impl Session {
             stopping,
         } = self;
         // Registered once for the socket's life, not once per frame.
-        let mut stopping = pin!(stopping.cancelled());
-        let mut aborted = pin!(connection.aborted());
+        let token = &*stopping;
+        let cancelled = pin!(token.cancelled());
+        let mut stopping = WakeOnce::new(cancelled, || token.is_cancelled());
+        let conn = &*connection;
+        let abort = pin!(conn.aborted());
+        let mut aborted = WakeOnce::new(abort, || conn.is_aborted());
         // The inbound message on its way to the room's mailbox, if any.
         let mut delivery = pin!(None::<Event>.map(|event| rooms.send(room, event)));
         let end = loop {
@@ -133,8 +138,8 @@ impl Session {
                         socket,
                         connection,
                         outlet,
-                        stopping.as_mut(),
-                        aborted.as_mut(),
+                        &mut stopping,
+                        &mut aborted,
                         outbound,
                     );
                     match written.await {
@@ -185,8 +190,8 @@ async fn write(
     socket: &mut WebSocket,
     connection: &Connection,
     outlet: &mut Outlet,
-    stopping: Pin<&mut WaitForCancellationFuture<'_>>,
-    aborted: Pin<&mut impl Future<Output = ()>>,
+    stopping: &mut (impl Future<Output = ()> + Unpin),
+    aborted: &mut (impl Future<Output = ()> + Unpin),
     first: Outbound,
 ) -> Result<Option<CloseFrame>, End> {
     let batch = async {
@@ -224,6 +229,44 @@ async fn write(
         }
     }
     Err(End::Closed)
+}
+
+/// A wake-up (shutdown, abort) registered once per socket and then checked by its flag.
+///
+/// Polling a waiting `Notified` takes its `Notify`'s lock every time, and the shutdown
+/// token's is shared by every socket: a frame pump that polled it on every wake-up would
+/// lock it once per delivered frame. The socket's task is a Tokio task, whose waker is
+/// the same for its whole life, so the registration made by the first poll stays valid;
+/// later polls only read the flag the notifier sets before it wakes the task.
+struct WakeOnce<'a, F, C> {
+    wait: Pin<&'a mut F>,
+    fired: C,
+    registered: bool,
+}
+
+impl<'a, F: Future<Output = ()>, C: Fn() -> bool> WakeOnce<'a, F, C> {
+    fn new(wait: Pin<&'a mut F>, fired: C) -> Self {
+        Self {
+            wait,
+            fired,
+            registered: false,
+        }
+    }
+}
+
+impl<F: Future<Output = ()>, C: Fn() -> bool + Unpin> Future for WakeOnce<'_, F, C> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if (self.fired)() {
+            return Poll::Ready(());
+        }
+        if self.registered {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        self.wait.as_mut().poll(cx)
+    }
 }
 
 enum Interrupted {
