@@ -10,8 +10,10 @@
 //! | [`load`] | WebSocket and HTTP clients: fixed and max rates, latency, bulk connects |
 //! | [`scenarios`] | the suite, repetitions, and the figures of each run |
 //! | [`measure`] | `/proc` readings (CPU time, RSS, affinity), pinning, percentiles |
+//! | [`callgrind`] | instructions per delivery under `valgrind --tool=callgrind`, both servers |
 //! | [`report`] | medians, ratios, verdicts; the Markdown table and the JSON lines |
 
+pub mod callgrind;
 pub mod load;
 pub mod measure;
 pub mod reference;

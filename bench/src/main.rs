@@ -25,6 +25,9 @@ options:
   -h, --help         this text
 
   bench list                          the scenarios
+  bench callgrind [fanout|rooms ...]  user-space instructions per delivery under
+                                      valgrind --tool=callgrind, both servers (counts:
+                                      stable on a busy machine; a few minutes)
   bench serve <partykit|reference>    (internal) serve one server on 127.0.0.1:0";
 
 struct Args {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("callgrind") => return callgrind(args.skip(1).collect()),
         Some("list") => {
             for scenario in scenarios::default_suite() {
                 println!("{:14} {}", scenario.name, scenario.title);
@@ -167,6 +171,51 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `bench callgrind`: every shape (or those named) against both servers, then the table.
+fn callgrind(names: Vec<String>) -> ExitCode {
+    let mut shapes = bench::callgrind::default_shapes();
+    if !names.is_empty() {
+        if let Some(unknown) = names
+            .iter()
+            .find(|name| !shapes.iter().any(|shape| shape.name == name.as_str()))
+        {
+            eprintln!("unknown shape {unknown:?}: fanout or rooms");
+            return ExitCode::from(2);
+        }
+        shapes.retain(|shape| names.iter().any(|name| name == shape.name));
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => {
+            eprintln!("cannot find the bench executable: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut counts = Vec::new();
+    for shape in shapes {
+        for kind in ServerKind::ALL {
+            eprintln!("callgrind: {} against {kind}…", shape.name);
+            match bench::callgrind::measure(&exe, kind, shape) {
+                Ok(count) => {
+                    eprintln!(
+                        "  {} instructions, {} deliveries: {:.0} per delivery",
+                        count.instructions,
+                        shape.deliveries(),
+                        count.per_delivery()
+                    );
+                    counts.push(count);
+                }
+                Err(error) => {
+                    eprintln!("callgrind run failed: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    println!("{}", bench::callgrind::table(&counts));
+    ExitCode::SUCCESS
 }
 
 /// The nice value the bench and its servers run at (unless `--no-nice`).

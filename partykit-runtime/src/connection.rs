@@ -298,6 +298,11 @@ impl Connection {
         self.inner.abort.notified().await;
     }
 
+    /// Whether the peer was found too slow; set before [`aborted`](Self::aborted) wakes.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.inner.aborted.load(Ordering::Acquire)
+    }
+
     pub(crate) fn mark_closed(&self) {
         self.inner.closing.store(true, Ordering::Release);
     }

@@ -24,7 +24,13 @@ pub(super) fn queue() -> (Sender, Receiver) {
             receiver_gone: false,
         }),
     });
-    (Sender(Arc::clone(&shared)), Receiver(shared))
+    (
+        Sender(Arc::clone(&shared)),
+        Receiver {
+            shared,
+            more: false,
+        },
+    )
 }
 
 struct Shared {
@@ -81,7 +87,12 @@ impl Drop for Sender {
 }
 
 /// The receiving half, owned by the socket's task.
-pub(crate) struct Receiver(Arc<Shared>);
+pub(crate) struct Receiver {
+    shared: Arc<Shared>,
+    /// Items were left behind by the last pop: [`try_recv`](Self::try_recv) looks (and
+    /// locks) only then. Items pushed since are found by the next `recv`.
+    more: bool,
+}
 
 impl Receiver {
     /// The next item; `None` once the sender is gone and the queue is drained.
@@ -90,14 +101,23 @@ impl Receiver {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// The next item if one is queued.
+    /// The next item if the last pop left one behind. Does not see items pushed since
+    /// (the next [`recv`](Self::recv) does): it saves the socket task a lock per frame
+    /// when frames come one at a time.
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        pop(&mut self.0.lock())
+        if !self.more {
+            return None;
+        }
+        let mut state = self.shared.lock();
+        let item = pop(&mut state);
+        self.more = !state.items.is_empty();
+        item
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
-        let mut state = self.0.lock();
+        let mut state = self.shared.lock();
         if let Some(item) = pop(&mut state) {
+            self.more = !state.items.is_empty();
             return Poll::Ready(Some(item));
         }
         if state.sender_gone {
@@ -122,7 +142,7 @@ fn pop(state: &mut State) -> Option<Outbound> {
 impl Drop for Receiver {
     fn drop(&mut self) {
         let items = {
-            let mut state = self.0.lock();
+            let mut state = self.shared.lock();
             state.receiver_gone = true;
             std::mem::take(&mut state.items)
         };
@@ -133,6 +153,7 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
     use axum::extract::ws;
+    use futures_util::FutureExt;
 
     use super::*;
 
@@ -155,8 +176,12 @@ mod tests {
         }
         assert_eq!(text(receiver.recv().await), "0");
         assert_eq!(text(receiver.try_recv()), "1");
-        assert_eq!(text(receiver.recv().await), "2");
+        assert_eq!(text(receiver.try_recv()), "2");
         assert!(receiver.try_recv().is_none());
+        // Pushed after the queue was seen empty: `recv` finds it, `try_recv` does not look.
+        assert!(sender.send(frame("3")).is_ok());
+        assert!(receiver.try_recv().is_none());
+        assert_eq!(text(receiver.recv().await), "3");
         let waiting = tokio::spawn(async move { receiver.recv().await.is_none() });
         tokio::task::yield_now().await;
         drop(sender);
@@ -185,7 +210,7 @@ mod tests {
         for _ in 0..=SHRINK_ABOVE {
             assert!(sender.send(frame("x")).is_ok());
         }
-        while receiver.try_recv().is_some() {}
-        assert_eq!(receiver.0.lock().items.capacity(), 0);
+        while receiver.recv().now_or_never().flatten().is_some() {}
+        assert_eq!(receiver.shared.lock().items.capacity(), 0);
     }
 }

@@ -1,15 +1,19 @@
 //! One task per accepted socket: it runs the room's `on_connect`, then moves frames
 //! between the socket and the room until either side closes.
 
+use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket};
-use futures_util::SinkExt;
+use futures_util::task::AtomicWaker;
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Outbound, Outlet, close_code, truncate_reason};
 use crate::room::{Event, Rooms};
@@ -121,8 +125,13 @@ impl Session {
             stopping,
         } = self;
         // Registered once for the socket's life, not once per frame.
-        let mut stopping = pin!(stopping.cancelled());
-        let mut aborted = pin!(connection.aborted());
+        let token = &*stopping;
+        let cancelled = pin!(token.cancelled());
+        let mut stopping = WakeOnce::new(cancelled, || token.is_cancelled());
+        let conn = &*connection;
+        let abort = pin!(conn.aborted());
+        let mut aborted = WakeOnce::new(abort, || conn.is_aborted());
+        let mut reader = Reader::new();
         // The inbound message on its way to the room's mailbox, if any.
         let mut delivery = pin!(None::<Event>.map(|event| rooms.send(room, event)));
         let end = loop {
@@ -142,8 +151,8 @@ impl Session {
                         socket,
                         connection,
                         outlet,
-                        stopping.as_mut(),
-                        aborted.as_mut(),
+                        &mut stopping,
+                        &mut aborted,
                         outbound,
                     );
                     match written.await {
@@ -161,7 +170,7 @@ impl Session {
                 {
                     delivery.set(None);
                 }
-                inbound = socket.recv(), if delivery.is_none() => {
+                inbound = poll_fn(|cx| reader.poll_next(cx, socket)), if delivery.is_none() => {
                     let message = match inbound {
                         Some(Ok(Frame::Text(text))) => Message::Text(text),
                         Some(Ok(Frame::Binary(bytes))) => Message::Binary(bytes),
@@ -195,8 +204,8 @@ async fn write(
     socket: &mut WebSocket,
     connection: &Connection,
     outlet: &mut Outlet,
-    stopping: Pin<&mut WaitForCancellationFuture<'_>>,
-    aborted: Pin<&mut impl Future<Output = ()>>,
+    stopping: &mut (impl Future<Output = ()> + Unpin),
+    aborted: &mut (impl Future<Output = ()> + Unpin),
     first: Outbound,
 ) -> Result<Option<CloseFrame>, End> {
     let batch = async {
@@ -234,6 +243,103 @@ async fn write(
         }
     }
     Err(End::Closed)
+}
+
+/// A wake-up (shutdown, abort) registered once per socket and then checked by its flag.
+///
+/// Polling a waiting `Notified` takes its `Notify`'s lock every time, and the shutdown
+/// token's is shared by every socket: a frame pump that polled it on every wake-up would
+/// lock it once per delivered frame. The socket's task is a Tokio task, whose waker is
+/// the same for its whole life, so the registration made by the first poll stays valid;
+/// later polls only read the flag the notifier sets before it wakes the task.
+struct WakeOnce<'a, F, C> {
+    wait: Pin<&'a mut F>,
+    fired: C,
+    registered: bool,
+}
+
+impl<'a, F: Future<Output = ()>, C: Fn() -> bool> WakeOnce<'a, F, C> {
+    fn new(wait: Pin<&'a mut F>, fired: C) -> Self {
+        Self {
+            wait,
+            fired,
+            registered: false,
+        }
+    }
+}
+
+impl<F: Future<Output = ()>, C: Fn() -> bool + Unpin> Future for WakeOnce<'_, F, C> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if (self.fired)() {
+            return Poll::Ready(());
+        }
+        if self.registered {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        self.wait.as_mut().poll(cx)
+    }
+}
+
+/// The socket's read side, polled only when it may have something: the pump's task wakes
+/// for every outbound frame, and polling the read side each time (tungstenite's read path,
+/// its waker registrations, a zero-filled read buffer) costs about as much as writing the
+/// frame. The read side gets a waker of its own, which marks it woken; once it has
+/// answered `Pending`, it is polled again only after that waker fired. (tokio-tungstenite
+/// wakes the read waker for write readiness too, so a pong that tungstenite could not
+/// flush while reading still goes out.)
+struct Reader {
+    wake: Arc<ReadWake>,
+    waker: Waker,
+    /// The last poll answered `Pending` and nothing woke the read side since.
+    idle: bool,
+}
+
+struct ReadWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Reader {
+    fn new() -> Self {
+        let wake = Arc::new(ReadWake {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            waker: Waker::from(Arc::clone(&wake)),
+            wake,
+            idle: false,
+        }
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut WebSocket,
+    ) -> Poll<Option<Result<Frame, axum::Error>>> {
+        self.wake.task.register(cx.waker());
+        let woken = self.wake.woken.swap(false, Ordering::AcqRel);
+        if self.idle && !woken {
+            return Poll::Pending;
+        }
+        let polled = socket.poll_next_unpin(&mut Context::from_waker(&self.waker));
+        self.idle = polled.is_pending();
+        polled
+    }
 }
 
 enum Interrupted {
