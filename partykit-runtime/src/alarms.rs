@@ -1,6 +1,6 @@
 //! The server's alarm clock: one timer for every room's alarm.
 //!
-//! Rooms set alarms through their storage; once the write is durable the clock learns
+//! LiveRooms set alarms through their storage; once the write is durable the clock learns
 //! the new time. When an alarm is due, the clock sends the room an `Alarm` event (which
 //! starts the room if it is not live). Alarms stored before a restart are loaded at
 //! startup, so those that came due meanwhile fire at once.
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::room::{Event, Refused, Rooms};
+use crate::room::{Event, LiveRooms, Refused};
 use crate::storage::{Backend, RoomKey};
 
 /// How many due alarms may be on their way into rooms at once; the rest wait their turn,
@@ -107,7 +107,7 @@ impl ClockTask {
     /// due meanwhile fire at once), then fires due alarms into the parties' rooms.
     pub(crate) async fn run(
         self,
-        parties: HashMap<&'static str, Arc<Rooms>>,
+        parties: HashMap<&'static str, Arc<LiveRooms>>,
         backend: Arc<dyn Backend>,
         stopping: CancellationToken,
     ) {

@@ -27,7 +27,7 @@
 //! }
 //! ```
 //!
-//! Rooms run one event at a time, so a room that awaits another cannot take events
+//! LiveRooms run one event at a time, so a room that awaits another cannot take events
 //! meanwhile. A call that would make rooms wait for each other in a cycle (A awaits B
 //! while B awaits A, directly or through others) fails at once with 508 Loop Detected
 //! instead of hanging.
@@ -46,7 +46,7 @@ use tokio::sync::oneshot;
 pub use socket::StubSocket;
 pub(crate) use waits::WaitGraph;
 
-use crate::room::{Event, Rooms};
+use crate::room::{Event, LiveRooms};
 use crate::storage::RoomKey;
 use crate::{Error, Request, Response};
 
@@ -58,15 +58,17 @@ pub struct Parties {
     caller: Option<RoomKey>,
 }
 
+/// The server's one directory: every party's live rooms by party name, and the wait-for
+/// graph of calls between rooms.
 #[derive(Default)]
 pub(crate) struct Directory {
-    parties: OnceLock<HashMap<&'static str, Arc<Rooms>>>,
+    parties: OnceLock<HashMap<&'static str, Arc<LiveRooms>>>,
     waits: Arc<WaitGraph>,
 }
 
 impl Directory {
     /// Called once, when the server is built.
-    pub(crate) fn fill(&self, parties: HashMap<&'static str, Arc<Rooms>>) {
+    pub(crate) fn fill(&self, parties: HashMap<&'static str, Arc<LiveRooms>>) {
         let _ = self.parties.set(parties);
     }
 }
@@ -115,7 +117,7 @@ impl fmt::Debug for Parties {
 #[derive(Clone)]
 pub struct PartyRooms {
     name: &'static str,
-    rooms: Arc<Rooms>,
+    rooms: Arc<LiveRooms>,
     parties: Parties,
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::waits::Waiting;
 use crate::connection::{Outbound, Outlet, new_id};
-use crate::room::{Event, Refused, Rooms};
+use crate::room::{Event, LiveRooms, Refused};
 use crate::{Connection, ConnectionContext, Error, Message, Request};
 
 /// An in-process connection to a room: the room sees an ordinary connection (with
@@ -20,13 +20,17 @@ pub struct StubSocket {
     waits: Option<Box<WaitFn>>,
     connection: Connection,
     outlet: Outlet,
-    rooms: Arc<Rooms>,
+    rooms: Arc<LiveRooms>,
     room: String,
     closed: bool,
 }
 
 impl StubSocket {
-    pub(super) async fn open(rooms: Arc<Rooms>, room: &str, target: &str) -> Result<Self, Error> {
+    pub(super) async fn open(
+        rooms: Arc<LiveRooms>,
+        room: &str,
+        target: &str,
+    ) -> Result<Self, Error> {
         let uri = format!("http://internal{target}");
         let request = Request::builder()
             .uri(target)

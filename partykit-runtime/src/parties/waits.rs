@@ -1,7 +1,7 @@
 //! Who is waiting for whom: calls between rooms form a wait-for graph, and a call that
 //! would close a cycle fails at once instead of deadlocking.
 //!
-//! Rooms run one event at a time, so a room awaiting another room cannot take events:
+//! LiveRooms run one event at a time, so a room awaiting another room cannot take events:
 //! if A awaits B while B (in this call or another) awaits A, neither ever proceeds.
 
 use std::collections::{HashMap, HashSet};

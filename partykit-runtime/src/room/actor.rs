@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::directory::Seed;
-use super::{Event, Room, Rooms};
+use super::live::Seed;
+use super::{Event, LiveRooms, Room};
 use crate::alarms::now_millis;
 use crate::connection::{close_code, validate_tags};
 use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Response};
@@ -42,7 +42,7 @@ pub(crate) struct RoomActor<P> {
     /// The alarm retry pending: its time and how many retries it is.
     alarm_retry: Option<(i64, u32)>,
     mailbox: mpsc::Receiver<Event>,
-    rooms: Arc<Rooms>,
+    rooms: Arc<LiveRooms>,
     generation: u64,
 }
 

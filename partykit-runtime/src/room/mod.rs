@@ -1,17 +1,17 @@
-//! Rooms: the public [`Room`] handle, the connection registry, and the actor that owns a
+//! LiveRooms: the public [`Room`] handle, the connection registry, and the actor that owns a
 //! room's value and runs its events one at a time.
 
 mod actor;
-mod directory;
 mod event;
+mod live;
 mod registry;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub(crate) use actor::RoomActor;
-pub(crate) use directory::{Refused, RoomSlots, Rooms, Seed, Services};
 pub(crate) use event::Event;
+pub(crate) use live::{LiveRooms, Refused, RoomSlots, Seed, Services};
 use registry::Registry;
 
 use crate::connection::Outbound;

@@ -1,4 +1,4 @@
-//! The request path of SPEC §1.2: party paths go through the party's static hooks to the
+//! The request path, in PartyKit's order: party paths go through the party's static hooks to the
 //! room; everything else goes to the main party's `on_socket`, `on_cron` and `on_fetch`,
 //! then 404.
 
@@ -38,7 +38,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: axum::extract::Request) 
     let path = request.uri().path().to_owned();
     match routing::parse(&path) {
         Some(Target { party, room }) => {
-            // partyserver's `cors` (SPEC §11): a known party's preflights are answered
+            // partyserver's `cors`: a known party's preflights are answered
             // before its hooks; its non-WebSocket responses, errors included, get the
             // headers.
             match app.cors.get(party).filter(|_| !is_upgrade(&request)) {
@@ -196,7 +196,7 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
     {
         return scheduled(app, main, token, &request).await;
     }
-    // SPEC §1.2 steps 2 and 4: a static asset shadows `on_fetch`.
+    // A static asset shadows `on_fetch`.
     if let Some(assets) = &app.assets
         && let Some(response) = assets.serve(&request).await
     {

@@ -26,7 +26,7 @@ use party_type::Typed;
 
 use crate::alarms::AlarmClock;
 use crate::cron::{CronError, Crons};
-use crate::room::{Rooms, Services};
+use crate::room::{LiveRooms, Services};
 use crate::storage::{Backend, BackendError, MemoryBackend, SqliteBackend};
 use crate::tasks::{StopOnDrop, Tasks};
 use crate::{Cron, CronLobby, Env, Limits, Party};
@@ -364,7 +364,7 @@ impl Server {
         });
         let parties = register_parties(self.parties, &services)?;
         let cors = cors::policies(self.cors, &parties)?;
-        let rooms: HashMap<&'static str, Arc<Rooms>> = parties
+        let rooms: HashMap<&'static str, Arc<LiveRooms>> = parties
             .iter()
             .map(|(name, entry)| (*name, Arc::clone(&entry.rooms)))
             .collect();
@@ -437,7 +437,7 @@ fn register_parties(
         if !is_valid_party_name(name) {
             return Err(ServerError::InvalidPartyName(name));
         }
-        let rooms = Arc::new(Rooms::new(Arc::clone(&party), Arc::clone(services)));
+        let rooms = Arc::new(LiveRooms::new(Arc::clone(&party), Arc::clone(services)));
         if registered
             .insert(name, PartyEntry { party, rooms })
             .is_some()
@@ -632,7 +632,7 @@ impl std::error::Error for ServerError {
 
 pub(crate) struct PartyEntry {
     pub(crate) party: Arc<dyn PartyType>,
-    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) rooms: Arc<LiveRooms>,
 }
 
 pub(crate) struct App {

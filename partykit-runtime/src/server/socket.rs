@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Outbound, Outlet, close_code, truncate_reason};
-use crate::room::{Event, Rooms};
+use crate::room::{Event, LiveRooms};
 use crate::{Connection, ConnectionContext, Error, Limits, Message};
 
 /// How long a closing socket waits for the peer's close frame.
@@ -42,7 +42,7 @@ pub(super) fn configure(upgrade: WebSocketUpgrade, limits: &Limits) -> WebSocket
 pub(super) struct Session {
     pub(super) connection: Connection,
     pub(super) outlet: Outlet,
-    pub(super) rooms: Arc<Rooms>,
+    pub(super) rooms: Arc<LiveRooms>,
     pub(super) room: String,
     pub(super) stopping: CancellationToken,
 }

@@ -1,4 +1,4 @@
-//! Rooms' storage in memory: for tests, and for servers whose rooms need not outlive the
+//! LiveRooms' storage in memory: for tests, and for servers whose rooms need not outlive the
 //! process.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,4 @@
-//! Rooms' storage in one SQLite database file: the embedded, durable default.
+//! LiveRooms' storage in one SQLite database file: the embedded, durable default.
 //!
 //! # Layout
 //!

@@ -115,7 +115,7 @@ impl fmt::Display for Refused {
     }
 }
 
-pub(crate) struct Rooms {
+pub(crate) struct LiveRooms {
     party: Arc<dyn PartyType>,
     services: Arc<Services>,
     live: Mutex<Live>,
@@ -139,11 +139,11 @@ struct Entry {
 pub(crate) struct Seed {
     pub(crate) room: Room,
     pub(crate) mailbox: mpsc::Receiver<Event>,
-    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) rooms: Arc<LiveRooms>,
     pub(crate) generation: u64,
 }
 
-impl Rooms {
+impl LiveRooms {
     pub(crate) fn new(party: Arc<dyn PartyType>, services: Arc<Services>) -> Self {
         Self {
             party,
