@@ -6,7 +6,7 @@ use partykit_runtime::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
     Request, Result, Room, Server, StatusCode, party,
 };
-use partykit_tests::{Ended, HttpResponse, Logs, TestServer, error_id};
+use partykit_tests::{HttpResponse, Logs, TestServer, error_id};
 
 /// The text of an internal failure: it must reach the log, never a client.
 const SECRET: &str = "/var/lib/secret-db-path.sqlite3";
@@ -85,11 +85,11 @@ impl Main {
     }
 
     async fn on_socket(mut socket: FetchSocket, _lobby: &FetchLobby) {
-        if socket.request.path() == "/panic" {
+        if socket.request().path() == "/panic" {
             panic!("boom in on_socket {SECRET}");
         }
-        while let Some(Ok(frame)) = socket.socket.recv().await {
-            if socket.socket.send(frame).await.is_err() {
+        while let Some(Ok(frame)) = socket.recv().await {
+            if socket.send(frame).await.is_err() {
                 break;
             }
         }
@@ -251,13 +251,20 @@ async fn a_panicking_on_socket_is_logged_and_the_server_keeps_serving() {
     let logs = Logs::capture();
     let server = start().await;
     let mut ws = server.connect("/panic").await;
-    // `on_socket` owns the socket, so a panic drops it: the client sees it end.
+    // The socket comes back to the runtime when the panicked hook is dropped: it is
+    // closed with 1011 and an error id; the panic is logged with the same id.
+    let (code, reason) = ws.closed().await;
+    assert_eq!(code, 1011, "{reason}");
+    let id = error_id(&reason).expect("an error id in the close reason");
     assert!(
-        matches!(ws.ended().await, Ended::Dropped(_)),
-        "the panicked socket ends"
+        !reason.contains("boom"),
+        "the panic's text is not shown: {reason}"
     );
-    // Logged once caught, which is after the socket was dropped in the unwinding.
-    logs.wait_for("on_socket panicked: boom in on_socket").await;
+    let logged = logs.wait_for("on_socket panicked: boom in on_socket").await;
+    assert!(
+        logged.iter().any(|line| line.contains(id)),
+        "logged with the id {id}: {logged:?}"
+    );
     let mut echo = server.connect("/echo").await;
     assert_eq!(echo.ask("still here").await, "still here");
 }

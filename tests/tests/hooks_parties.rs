@@ -163,10 +163,10 @@ fn fetch(request: Request, lobby: &FetchLobby, style: &str) -> Option<String> {
 async fn echo(mut socket: FetchSocket, lobby: &FetchLobby, style: &str) {
     record(
         lobby.env(),
-        format!("on_socket {style} {}", socket.request.path()),
+        format!("on_socket {style} {}", socket.request().path()),
     );
-    while let Some(Ok(frame)) = socket.socket.recv().await {
-        if socket.socket.send(frame).await.is_err() {
+    while let Some(Ok(frame)) = socket.recv().await {
+        if socket.send(frame).await.is_err() {
             break;
         }
     }

@@ -174,13 +174,22 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         let tasks = app.tasks.clone();
         return socket::configure(upgrade, &app.limits).on_upgrade(move |socket| {
             tasks.track_connection(async move {
-                let socket = FetchSocket { socket, request };
-                // The hook owns the socket: after a panic it is gone, so the panic
-                // can only be logged.
-                match party.socket(socket, &lobby).await {
-                    Ok(()) => {}
-                    Err(error) if error.is_panic() => tracing::error!(%error, "on_socket panicked"),
-                    Err(error) => tracing::warn!(%error, "on_socket failed"),
+                let (socket, handed_back) = FetchSocket::new(socket, request);
+                let outcome = party.socket(socket, &lobby).await;
+                // The hook is done and dropped the socket (unless it took it with
+                // `into_inner`): close it, so the client hears how it ended.
+                let Ok(mut socket) = handed_back.await else {
+                    if let Err(error) = outcome {
+                        let _ = error.public("on_socket failed", "");
+                    }
+                    return;
+                };
+                match outcome {
+                    Ok(()) => socket::close(&mut socket, close_code::NORMAL, "").await,
+                    Err(error) => {
+                        let reason = error.public("on_socket failed", "on_socket failed").message;
+                        socket::close(&mut socket, close_code::INTERNAL_ERROR, &reason).await;
+                    }
                 }
             })
         });
