@@ -221,6 +221,22 @@ struct Writer {
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
 
+/// A backend whose commits each wait for a permit of the returned semaphore: none at
+/// first, so nothing becomes durable until the test adds permits.
+fn stuck_disk() -> (Arc<MemoryBackend>, Arc<Semaphore>) {
+    let backend = Arc::new(MemoryBackend::new());
+    let disk = Arc::new(Semaphore::new(0));
+    let permits = Arc::clone(&disk);
+    backend.set_commit_hook(Arc::new(move |_commit| {
+        let permits = Arc::clone(&permits);
+        Box::pin(async move {
+            permits.acquire().await.expect("semaphore").forget();
+            Ok(())
+        })
+    }));
+    (backend, disk)
+}
+
 impl Party for Writer {
     const NAME: &'static str = "writer";
 
@@ -241,17 +257,7 @@ impl Party for Writer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_whose_commits_are_slow_stops_taking_events_until_they_finish() {
     const SENT: usize = 2_000;
-    let backend = Arc::new(MemoryBackend::new());
-    // Commits wait for permits: none at first, so nothing becomes durable.
-    let disk = Arc::new(Semaphore::new(0));
-    let gate = Arc::clone(&disk);
-    backend.set_commit_hook(Arc::new(move |_commit| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            gate.acquire().await.expect("semaphore").forget();
-            Ok(())
-        })
-    }));
+    let (backend, disk) = stuck_disk();
     let limits = Limits {
         room_mailbox: 4,
         ..Limits::default()
@@ -322,16 +328,7 @@ impl Party for Shouter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_held_for_a_slow_commit_counts_toward_the_connections_limit() {
-    let backend = Arc::new(MemoryBackend::new());
-    let disk = Arc::new(Semaphore::new(0));
-    let gate = Arc::clone(&disk);
-    backend.set_commit_hook(Arc::new(move |_commit| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            gate.acquire().await.expect("semaphore").forget();
-            Ok(())
-        })
-    }));
+    let (backend, disk) = stuck_disk();
     let limits = Limits {
         max_outbound_buffer: 256 * 1024,
         ..Limits::default()
