@@ -92,9 +92,9 @@ pub struct Limits {
     /// Default 10,000.
     pub max_connections: usize,
     /// The most rooms live at once across every party; a request for one more answers
-    /// 503 with a message (a WebSocket upgrade too, before it completes, and a call
-    /// between rooms) until rooms are evicted. A room woken by its own alarm is started
-    /// even over the limit. Default 10,000.
+    /// 503 with a message (and a call between rooms too; a WebSocket is accepted and
+    /// closed with 1013 Try Again Later and the message) until rooms are evicted. An alarm
+    /// whose room cannot start is retried a second later. Default 10,000.
     pub max_rooms: usize,
     /// The longest room id, in bytes of the raw path segment; a longer one answers 414
     /// with a message before any hook runs. Default 512.
