@@ -221,10 +221,10 @@ struct Writer {
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
 
-/// A backend whose commits each wait for a permit of the returned semaphore: none at
-/// first, so nothing becomes durable until the test adds permits.
-fn stuck_disk() -> (Arc<MemoryBackend>, Arc<Semaphore>) {
-    let backend = Arc::new(MemoryBackend::new());
+/// A server of `P` whose commits each wait for a permit of the returned semaphore: none
+/// at first, so nothing becomes durable until the test adds permits.
+async fn on_a_stuck_disk<P: Party>(limits: Limits) -> (TestServer, Arc<Semaphore>) {
+    let backend = MemoryBackend::new();
     let disk = Arc::new(Semaphore::new(0));
     let permits = Arc::clone(&disk);
     backend.set_commit_hook(Arc::new(move |_commit| {
@@ -234,7 +234,12 @@ fn stuck_disk() -> (Arc<MemoryBackend>, Arc<Semaphore>) {
             Ok(())
         })
     }));
-    (backend, disk)
+    let server = Server::new()
+        .no_env_file()
+        .storage(backend)
+        .limits(limits)
+        .party::<P>();
+    (TestServer::start(server).await, disk)
 }
 
 impl Party for Writer {
@@ -257,19 +262,11 @@ impl Party for Writer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_whose_commits_are_slow_stops_taking_events_until_they_finish() {
     const SENT: usize = 2_000;
-    let (backend, disk) = stuck_disk();
     let limits = Limits {
         room_mailbox: 4,
         ..Limits::default()
     };
-    let server = TestServer::start(
-        Server::new()
-            .no_env_file()
-            .storage(Arc::clone(&backend))
-            .limits(limits)
-            .party::<Writer>(),
-    )
-    .await;
+    let (server, disk) = on_a_stuck_disk::<Writer>(limits).await;
     let mut socket = server.connect("/parties/writer/slow").await;
     for n in 0..SENT {
         socket.send_text(n.to_string()).await;
@@ -328,19 +325,11 @@ impl Party for Shouter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_held_for_a_slow_commit_counts_toward_the_connections_limit() {
-    let (backend, disk) = stuck_disk();
     let limits = Limits {
         max_outbound_buffer: 256 * 1024,
         ..Limits::default()
     };
-    let server = TestServer::start(
-        Server::new()
-            .no_env_file()
-            .storage(Arc::clone(&backend))
-            .limits(limits)
-            .party::<Shouter>(),
-    )
-    .await;
+    let (server, disk) = on_a_stuck_disk::<Shouter>(limits).await;
     let mut listener = server.connect("/parties/shouter/held").await;
     let mut sender = server.connect("/parties/shouter/held").await;
     // Nothing is durable, so every broadcast is held: after four the listener's share of

@@ -183,7 +183,7 @@ impl LiveRooms {
         event: Event,
     ) -> impl Future<Output = Result<(), Refused>> + Send + 'a {
         async move {
-            let forced = matches!(event, Event::Message { .. } | Event::Closed { .. });
+            let forced = of_a_live_connection(&event);
             loop {
                 let (generation, mailbox) = self.mailbox(room_id, forced)?;
                 match mailbox.reserve().await {
@@ -209,7 +209,7 @@ impl LiveRooms {
         room_id: &str,
         event: Event,
     ) -> Result<Option<Event>, Refused> {
-        let forced = matches!(event, Event::Message { .. } | Event::Closed { .. });
+        let forced = of_a_live_connection(&event);
         let (_, mailbox) = self.mailbox(room_id, forced)?;
         match mailbox.try_send(event) {
             Ok(()) => Ok(None),
@@ -309,4 +309,10 @@ impl LiveRooms {
     fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether `event` comes from a connection the room already accepted: such events are
+/// never refused for the room cap or the id length.
+fn of_a_live_connection(event: &Event) -> bool {
+    matches!(event, Event::Message { .. } | Event::Closed { .. })
 }

@@ -175,21 +175,17 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         return socket::configure(upgrade, &app.limits).on_upgrade(move |socket| {
             tasks.track_connection(async move {
                 let (socket, handed_back) = FetchSocket::new(socket, request);
-                let outcome = party.socket(socket, &lobby).await;
+                let (code, reason) = match party.socket(socket, &lobby).await {
+                    Ok(()) => (close_code::NORMAL, String::new()),
+                    Err(error) => (
+                        close_code::INTERNAL_ERROR,
+                        error.public("on_socket failed", "on_socket failed").message,
+                    ),
+                };
                 // The hook is done and dropped the socket (unless it took it with
                 // `into_inner`): close it, so the client hears how it ended.
-                let Ok(mut socket) = handed_back.await else {
-                    if let Err(error) = outcome {
-                        let _ = error.public("on_socket failed", "");
-                    }
-                    return;
-                };
-                match outcome {
-                    Ok(()) => socket::close(&mut socket, close_code::NORMAL, "").await,
-                    Err(error) => {
-                        let reason = error.public("on_socket failed", "on_socket failed").message;
-                        socket::close(&mut socket, close_code::INTERNAL_ERROR, &reason).await;
-                    }
+                if let Ok(mut socket) = handed_back.await {
+                    socket::close(&mut socket, code, &reason).await;
                 }
             })
         });

@@ -387,22 +387,19 @@ impl Storage {
             epoch: self.inner.shared.epoch.load(Ordering::Acquire),
             mutations,
         };
-        let Some(committer) = self.committer() else {
+        let sent = match self.committer() {
+            Some(committer) => committer.send(batch).await.map_err(|error| error.0.seq),
             // Closed: the room is gone, and so is everyone its output was for.
+            None => Err(seq),
+        };
+        if let Err(seq) = sent {
+            // Closed, or the committer ended (aborted at shutdown): the batch is never
+            // committed.
             self.inner
                 .shared
                 .gate
                 .discard_through(seq, committer::failure);
             self.inner.shared.finished.send_replace(seq);
-            return Some(seq);
-        };
-        if let Err(mpsc::error::SendError(batch)) = committer.send(batch).await {
-            // The committer ended (it was aborted at shutdown).
-            self.inner
-                .shared
-                .gate
-                .discard_through(batch.seq, committer::failure);
-            self.inner.shared.finished.send_replace(batch.seq);
         }
         Some(seq)
     }
