@@ -1677,13 +1677,13 @@ async fn an_alarm_stored_before_the_server_started_fires_in_a_cold_room() {
     let backend = Arc::new(MemoryBackend::new());
     let past = millis(SystemTime::now()) - 5_000;
     backend
-        .commit(RoomCommit {
-            room: RoomKey::new(PARTY, "boot"),
-            mutations: vec![
+        .commit(RoomCommit::new(
+            RoomKey::new(PARTY, "boot"),
+            vec![
                 Mutation::Put("boot-value".into(), Bytes::from("\"stored\"")),
                 Mutation::SetAlarm(Some(past)),
             ],
-        })
+        ))
         .await
         .expect("commit");
     let probe = Probe::new();

@@ -70,19 +70,73 @@ pub struct RoomCommit {
     pub room: RoomKey,
     /// The changes, in the order they were made.
     pub mutations: Vec<Mutation>,
+    /// In cluster mode, the epoch of the room's lease (its fencing token) that the writing
+    /// room holds. A backend that keeps leases must apply the commit only if the room's
+    /// lease still has this epoch, checked in the same transaction, and otherwise fail it
+    /// with [`BackendError::fenced`]: another node took the room over, and the writer
+    /// must not write after it. `None` outside cluster mode; backends without leases
+    /// ignore it.
+    pub lease: Option<u64>,
+}
+
+impl RoomCommit {
+    /// A commit of `mutations` to `room`, outside cluster mode (no lease).
+    pub fn new(room: RoomKey, mutations: Vec<Mutation>) -> Self {
+        Self {
+            room,
+            mutations,
+            lease: None,
+        }
+    }
 }
 
 /// A storage backend failed.
 #[derive(Debug, Clone)]
 pub struct BackendError {
     message: Arc<str>,
+    kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Failed,
+    Unavailable,
+    Fenced,
 }
 
 impl BackendError {
     /// A backend error with this message.
     pub fn new(message: impl fmt::Display) -> Self {
+        Self::of(ErrorKind::Failed, message)
+    }
+
+    /// The backend cannot be reached now (its database is down, or a connection could not
+    /// be had in time); the same request may succeed later. Clients hear 503.
+    pub fn unavailable(message: impl fmt::Display) -> Self {
+        Self::of(ErrorKind::Unavailable, message)
+    }
+
+    /// A commit was refused because the room's lease moved on: its
+    /// [`lease`](RoomCommit::lease) epoch is no longer the room's. The writing room has
+    /// lost the room to another node and stops.
+    pub fn fenced(message: impl fmt::Display) -> Self {
+        Self::of(ErrorKind::Fenced, message)
+    }
+
+    /// Whether this is an [`unavailable`](Self::unavailable) error.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+
+    /// Whether this is a [`fenced`](Self::fenced) error.
+    pub fn is_fenced(&self) -> bool {
+        self.kind == ErrorKind::Fenced
+    }
+
+    fn of(kind: ErrorKind, message: impl fmt::Display) -> Self {
         Self {
             message: message.to_string().into(),
+            kind,
         }
     }
 }
@@ -178,10 +232,7 @@ pub(crate) mod conformance {
 
     /// `mutations` as one commit of `room`.
     pub(crate) fn room_commit(room: &RoomKey, mutations: Vec<Mutation>) -> RoomCommit {
-        RoomCommit {
-            room: room.clone(),
-            mutations,
-        }
+        RoomCommit::new(room.clone(), mutations)
     }
 
     async fn commit(backend: &dyn Backend, room: &RoomKey, mutations: Vec<Mutation>) {
@@ -348,14 +399,14 @@ pub(crate) mod conformance {
         let room = RoomKey::new("main", "ordered");
         let mut pending: Vec<_> = (0..500)
             .map(|i| {
-                backend.commit(RoomCommit {
-                    room: room.clone(),
-                    mutations: vec![
+                backend.commit(RoomCommit::new(
+                    room.clone(),
+                    vec![
                         put("last", &i.to_string()),
                         put(&format!("k{i:03}"), &i.to_string()),
                         Mutation::Delete(format!("k{:03}", i - 1)),
                     ],
-                })
+                ))
             })
             .collect();
         // Awaited newest first: a backend that applied commits as their futures are
@@ -368,10 +419,10 @@ pub(crate) mod conformance {
             entries(&[("k499", "499"), ("last", "499")])
         );
 
-        drop(backend.commit(RoomCommit {
-            room: room.clone(),
-            mutations: vec![put("dropped", "still applied")],
-        }));
+        drop(backend.commit(RoomCommit::new(
+            room.clone(),
+            vec![put("dropped", "still applied")],
+        )));
         commit(&*backend, &room, vec![put("after", "")]).await;
         assert_eq!(
             load_sorted(&*backend, &room).await.entries,

@@ -90,10 +90,7 @@ pub(crate) fn spawn(
                 shared.finished.send_replace(seq);
                 continue;
             }
-            let commit = RoomCommit {
-                room: room.clone(),
-                mutations,
-            };
+            let commit = RoomCommit::new(room.clone(), mutations);
             match backend.commit(commit.clone()).await {
                 Ok(()) => {
                     shared.gate.release_through(seq);

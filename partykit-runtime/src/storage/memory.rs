@@ -36,13 +36,13 @@ pub type CommitHook =
 /// let backend = MemoryBackend::new();
 /// let room = RoomKey::new("main", "lobby");
 /// backend
-///     .commit(RoomCommit {
-///         room: room.clone(),
-///         mutations: vec![
+///     .commit(RoomCommit::new(
+///         room.clone(),
+///         vec![
 ///             Mutation::Put("greeting".into(), Bytes::from("hello")),
 ///             Mutation::SetAlarm(Some(1_700_000_000_000)),
 ///         ],
-///     })
+///     ))
 ///     .await?;
 ///
 /// let snapshot = backend.load(&room).await?;
