@@ -139,7 +139,7 @@ impl ClockTask {
                 }
                 Some((room, alarm, outcome)) = deliveries.next() => {
                     if let Err(refused) = outcome
-                        && refused != Refused::ShuttingDown
+                        && !matches!(refused, Refused::ShuttingDown | Refused::NotOwner)
                         && !schedule.by_room.contains_key(&room)
                     {
                         // The room could not start now; unless its alarm changed

@@ -115,6 +115,7 @@
 extern crate self as partykit_runtime;
 
 mod alarms;
+mod cluster;
 mod connection;
 mod cron;
 pub mod deprecated;
@@ -161,6 +162,10 @@ pub use server::{
     addr_from_env, shutdown_signal,
 };
 pub use storage::Storage;
+pub use cluster::{
+    CLUSTER_SECRET_VAR, CLUSTER_URL_VAR, ClusterConfig, ClusterConfigError, DEFAULT_LEASE_TTL,
+    LEASE_TTL_VAR, NODE_ADDR_VAR,
+};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

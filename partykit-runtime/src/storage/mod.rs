@@ -75,6 +75,7 @@ pub use sqlite::{DEFAULT_PATH, SqliteBackend};
 pub use transaction::Transaction;
 
 use committer::{Batch, Shared};
+pub(crate) use committer::moved as moved_response;
 
 use crate::gate::Gate;
 use crate::tasks::Tasks;
@@ -131,6 +132,7 @@ impl Storage {
         max_value_size: usize,
         on_durable: OnDurable,
         tasks: Tasks,
+        lease: Option<crate::cluster::Tenure>,
     ) -> Self {
         let (finished, finished_rx) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -138,6 +140,7 @@ impl Storage {
             epoch: Default::default(),
             failed: Default::default(),
             finished,
+            lease,
         });
         Self {
             inner: Arc::new(Inner {
@@ -426,6 +429,12 @@ impl Storage {
                 Some(sender)
             }
         }
+    }
+
+    /// In cluster mode, cancelled when the room is lost to another node (a fenced commit,
+    /// or a lease that could not be renewed).
+    pub(crate) fn lost(&self) -> Option<&tokio_util::sync::CancellationToken> {
+        self.inner.shared.lease.as_ref().map(|lease| &lease.lost)
     }
 
     /// The server's task owner, for work a room starts.
