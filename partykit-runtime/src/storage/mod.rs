@@ -54,6 +54,7 @@ mod backend;
 mod committer;
 mod list;
 mod memory;
+mod postgres;
 mod sqlite;
 mod transaction;
 
@@ -66,11 +67,14 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{mpsc, watch};
 
+#[cfg(any(test, feature = "conformance"))]
+pub use backend::conformance;
 pub use backend::{
     Backend, BackendError, BoxFuture, Durability, Mutation, RoomCommit, RoomKey, RoomSnapshot,
 };
 pub use list::ListOptions;
 pub use memory::{CommitHook, MemoryBackend};
+pub use postgres::{PostgresBackend, PostgresBuilder};
 pub use sqlite::{DEFAULT_PATH, SqliteBackend};
 pub use transaction::Transaction;
 
