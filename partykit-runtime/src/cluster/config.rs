@@ -240,9 +240,10 @@ mod tests {
         let url = (CLUSTER_URL_VAR, "postgres://u@127.0.0.1:5432/db");
         let addr = (NODE_ADDR_VAR, "127.0.0.1:2999");
         let secret = (CLUSTER_SECRET_VAR, SECRET);
-        let config = ClusterConfig::from_lookup(lookup(&[url, addr, secret, (LEASE_TTL_VAR, "2500")]))
-            .unwrap()
-            .unwrap();
+        let config =
+            ClusterConfig::from_lookup(lookup(&[url, addr, secret, (LEASE_TTL_VAR, "2500")]))
+                .unwrap()
+                .unwrap();
         assert_eq!(config.node_addr, "127.0.0.1:2999");
         assert_eq!(config.lease_ttl, Duration::from_millis(2500));
         let defaulted = ClusterConfig::from_lookup(lookup(&[url, addr, secret]))
@@ -253,12 +254,21 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[url, secret], NODE_ADDR_VAR),
             (&[url, addr], CLUSTER_SECRET_VAR),
-            (&[url, addr, (CLUSTER_SECRET_VAR, "short")], CLUSTER_SECRET_VAR),
+            (
+                &[url, addr, (CLUSTER_SECRET_VAR, "short")],
+                CLUSTER_SECRET_VAR,
+            ),
             (&[url, (NODE_ADDR_VAR, "no-port"), secret], NODE_ADDR_VAR),
-            (&[url, (NODE_ADDR_VAR, "0.0.0.0:2999"), secret], NODE_ADDR_VAR),
+            (
+                &[url, (NODE_ADDR_VAR, "0.0.0.0:2999"), secret],
+                NODE_ADDR_VAR,
+            ),
             (&[url, addr, secret, (LEASE_TTL_VAR, "ten")], LEASE_TTL_VAR),
             (&[url, addr, secret, (LEASE_TTL_VAR, "10")], LEASE_TTL_VAR),
-            (&[(CLUSTER_URL_VAR, "mysql://x"), addr, secret], CLUSTER_URL_VAR),
+            (
+                &[(CLUSTER_URL_VAR, "mysql://x"), addr, secret],
+                CLUSTER_URL_VAR,
+            ),
         ];
         for (vars, variable) in cases {
             let error = ClusterConfig::from_lookup(lookup(vars)).unwrap_err();

@@ -217,7 +217,10 @@ impl Cluster {
         };
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
         if let Err(error) = client
-            .execute(RELEASE, &[&&*room.party, &&*room.room, &&*self.node_id, &epoch])
+            .execute(
+                RELEASE,
+                &[&&*room.party, &&*room.room, &&*self.node_id, &epoch],
+            )
             .await
         {
             tracing::debug!(room = %room, %error, "cannot release the room's lease; it expires after the TTL");
@@ -315,7 +318,11 @@ impl Cluster {
             .map(|(room, held)| (room.clone(), held.tenure.epoch))
             .collect();
         for (room, epoch) in overdue {
-            self.lose(&room, epoch, "its lease could not be renewed before the soft deadline");
+            self.lose(
+                &room,
+                epoch,
+                "its lease could not be renewed before the soft deadline",
+            );
         }
     }
 }

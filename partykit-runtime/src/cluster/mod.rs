@@ -117,7 +117,11 @@ impl Cluster {
     /// Runs until `stopping`: heartbeats and lease renewals every third of the TTL,
     /// the soft-deadline check of every lease, and the sweep for due alarms of rooms
     /// nobody holds.
-    pub(crate) async fn run(self: Arc<Self>, parties: Vec<&'static str>, stopping: CancellationToken) {
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        parties: Vec<&'static str>,
+        stopping: CancellationToken,
+    ) {
         let keep = leases::keep(Arc::clone(&self));
         let sweep = sweeper::sweep(Arc::clone(&self), parties);
         stopping
@@ -141,7 +145,10 @@ impl Cluster {
                 .await
                 .map_err(|error| unreachable(&error))?;
             client
-                .execute("DELETE FROM partykit_nodes WHERE id = $1", &[&&*self.node_id])
+                .execute(
+                    "DELETE FROM partykit_nodes WHERE id = $1",
+                    &[&&*self.node_id],
+                )
                 .await
                 .map_err(|error| unreachable(&error))?;
             Ok::<_, crate::storage::BackendError>(rooms)
@@ -153,9 +160,9 @@ impl Cluster {
             Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot release this node's leases; they expire after the TTL");
             }
-            Err(_) => tracing::warn!(
-                "releasing this node's leases timed out; they expire after the TTL"
-            ),
+            Err(_) => {
+                tracing::warn!("releasing this node's leases timed out; they expire after the TTL")
+            }
         }
     }
 

@@ -111,9 +111,9 @@ impl Cluster {
     /// Claims the tick of cron schedule `name` at `scheduled`: true for exactly one node
     /// of the cluster, which runs it. Old claims are pruned on the way.
     pub(crate) async fn claim_cron_tick(&self, name: &str, scheduled: SystemTime) -> bool {
-        let tick = scheduled
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        let tick = scheduled.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
         let claimed = async {
             let client = self.client().await?;
             let node: &str = &self.node_id;

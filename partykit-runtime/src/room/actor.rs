@@ -144,7 +144,10 @@ impl<P: Party> RoomActor<P> {
         self.mailbox.close();
         self.party = None;
         self.started = false;
-        self.room.storage().gate().reset(crate::storage::moved_response);
+        self.room
+            .storage()
+            .gate()
+            .reset(crate::storage::moved_response);
         for connection in self.room.get_connections(None) {
             connection.close_unchecked(close_code::SERVICE_RESTART, close_code::MOVED_REASON);
         }

@@ -111,10 +111,9 @@ impl Refused {
     pub(crate) fn into_error(self) -> Error {
         let status = match self {
             Self::IdTooLong { .. } => StatusCode::URI_TOO_LONG,
-            Self::TooManyRooms { .. }
-            | Self::ShuttingDown
-            | Self::NotOwner
-            | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRooms { .. } | Self::ShuttingDown | Self::NotOwner | Self::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         Error::with_status(status, self)
     }

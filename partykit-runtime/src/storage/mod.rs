@@ -78,8 +78,8 @@ pub use postgres::{PostgresBackend, PostgresBuilder};
 pub use sqlite::{DEFAULT_PATH, SqliteBackend};
 pub use transaction::Transaction;
 
-use committer::{Batch, Shared};
 pub(crate) use committer::moved as moved_response;
+use committer::{Batch, Shared};
 
 use crate::gate::Gate;
 use crate::tasks::Tasks;
