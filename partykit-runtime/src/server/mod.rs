@@ -382,7 +382,7 @@ impl Server {
         let accepted = tokio::select! {
             result = accepting.as_mut() => result,
             () = shutdown => {
-                tracing::info!("shutting down: closing sockets with 1001");
+                tracing::info!("shutting down: closing sockets");
                 tasks.stopping().cancel();
                 accepting.await
             }
