@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{
     CLUSTER_SECRET_VAR, CLUSTER_URL_VAR, ClusterConfig, ClusterConfigError, DEFAULT_LEASE_TTL,
@@ -114,27 +113,30 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs until `stopping`: heartbeats and lease renewals every third of the TTL,
-    /// the soft-deadline check of every lease, and the sweep for due alarms of rooms
-    /// nobody holds.
-    pub(crate) async fn run(
-        self: Arc<Self>,
-        parties: Vec<&'static str>,
-        stopping: CancellationToken,
-    ) {
-        let keep = leases::keep(Arc::clone(&self));
-        let sweep = sweeper::sweep(Arc::clone(&self), parties);
-        stopping
-            .run_until_cancelled(async move {
-                tokio::join!(keep, sweep);
-            })
-            .await;
+    /// Starts the cluster's work, owned by `tasks`: the sweep for due alarms of rooms
+    /// nobody holds, until shutdown begins; heartbeats, lease renewals and the
+    /// soft-deadline check until the last room has stopped (rooms commit until then, so
+    /// their leases must hold), and then [`leave`](Self::leave).
+    pub(crate) fn start(self: &Arc<Self>, parties: Vec<&'static str>, tasks: &crate::tasks::Tasks) {
+        let sweep = sweeper::sweep(Arc::clone(self), parties);
+        let stopping = tasks.stopping().clone();
+        tasks.spawn(async move {
+            stopping.run_until_cancelled(sweep).await;
+        });
+        let cluster = Arc::clone(self);
+        let finishing = tasks.finishing().clone();
+        tasks.spawn_last(async move {
+            finishing
+                .run_until_cancelled(leases::keep(Arc::clone(&cluster)))
+                .await;
+            cluster.leave().await;
+        });
     }
 
     /// Leaves the cluster after the last room stopped: releases every lease this node
     /// holds (so the rooms come back elsewhere at once, not after the TTL) and removes
     /// the node's row.
-    pub(crate) async fn leave(&self) {
+    async fn leave(&self) {
         let released = async {
             let client = self.client().await?;
             let rooms = client

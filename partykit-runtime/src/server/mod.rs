@@ -321,7 +321,14 @@ impl Server {
     /// in the router itself; the connection limits (header read and keep-alive timeouts,
     /// head size, connection cap) are the accept loop's, so whoever serves the router
     /// sets its own.
+    ///
+    /// Cluster mode needs the server's own listeners (the internal one beside the public
+    /// one): with [`cluster`](Self::cluster) set this refuses with
+    /// [`ServerError::ClusterRouter`]; use [`serve`](Self::serve).
     pub async fn router(self) -> Result<axum::Router, ServerError> {
+        if self.cluster.is_some() {
+            return Err(ServerError::ClusterRouter);
+        }
         Ok(self.build(Tasks::new()).await?.router())
     }
 
@@ -364,7 +371,6 @@ impl Server {
         let tasks = Tasks::new();
         let app = self.build(tasks.clone()).await?;
         let backend = Arc::clone(&app.backend);
-        let cluster = app.cluster.clone();
         let names: Vec<&str> = app.parties.keys().copied().collect();
         match listener.local_addr() {
             Ok(addr) => tracing::info!(%addr, parties = ?names, "partykit server listening"),
@@ -376,7 +382,7 @@ impl Server {
         let accepted = tokio::select! {
             result = accepting.as_mut() => result,
             () = shutdown => {
-                tracing::info!("shutting down: closing sockets with 1001");
+                tracing::info!("shutting down: closing sockets");
                 tasks.stopping().cancel();
                 accepting.await
             }
@@ -384,10 +390,6 @@ impl Server {
         // A listener that failed still has connections to drain.
         if !tasks.shut_down(Instant::now() + grace).await {
             tracing::warn!("shutdown took longer than {grace:?}: what was left was stopped");
-        }
-        // Every room has stopped and every commit has finished: hand the rooms off.
-        if let Some(cluster) = cluster {
-            cluster.leave().await;
         }
         backend.close().await;
         accepted.map_err(ServerError::Serve)
@@ -444,10 +446,9 @@ impl Server {
         // In a cluster the stored alarms are every node's: this node's clock learns those
         // of the rooms it takes, and the sweeper finds those nobody holds.
         let stored = cluster.is_none().then(|| Arc::clone(&opened.backend));
-        tasks.spawn(clock.run(rooms, stored, stopping.clone()));
+        tasks.spawn(clock.run(rooms, stored, stopping));
         if let Some(cluster) = &cluster {
-            let names = parties.keys().copied().collect();
-            tasks.spawn(Arc::clone(cluster).run(names, stopping));
+            cluster.start(parties.keys().copied().collect(), &tasks);
         }
         spawn_crons(
             &tasks,
@@ -645,6 +646,9 @@ pub enum ServerError {
     /// Cluster mode keeps room storage in its PostgreSQL database, but another storage
     /// was chosen.
     ClusterStorage,
+    /// [`Server::router`] was called in cluster mode, which needs the server's own
+    /// listeners.
+    ClusterRouter,
     /// A line of the project variables file ([`Server::env_file`], `.env` by default)
     /// is malformed.
     EnvFile {
@@ -697,6 +701,9 @@ impl fmt::Display for ServerError {
             Self::Cluster(error) => write!(f, "cannot join the cluster: {error}"),
             Self::ClusterStorage => f.write_str(
                 "cluster mode keeps room storage in the cluster's PostgreSQL database: remove the .persist(..), .storage(..) or .in_memory() call",
+            ),
+            Self::ClusterRouter => f.write_str(
+                "cluster mode serves its internal listener itself: use Server::serve, listen or run instead of Server::router",
             ),
             Self::NoRuntime => f.write_str(
                 "the server must be built inside a Tokio runtime (e.g. in `#[tokio::main]`)",

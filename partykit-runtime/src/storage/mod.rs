@@ -535,7 +535,12 @@ impl Storage {
         if self.lock().is_none() {
             let _loading = self.inner.loading.lock().await;
             if self.lock().is_none() {
-                let snapshot = self.inner.backend.load(&self.inner.room).await?;
+                let snapshot = self
+                    .inner
+                    .backend
+                    .load(&self.inner.room)
+                    .await
+                    .map_err(|error| self.load_failed(error))?;
                 *self.lock() = Some(Cache {
                     entries: snapshot.entries.into_iter().collect(),
                     alarm: snapshot.alarm,
@@ -544,6 +549,19 @@ impl Storage {
             }
         }
         Ok(CacheGuard { guard: self.lock() })
+    }
+
+    /// A backend that cannot be reached now (its database is down) answers 503: the
+    /// same request may succeed later. The detail is for the operator's log.
+    fn load_failed(&self, error: BackendError) -> Error {
+        if !error.is_unavailable() {
+            return Error::new(error);
+        }
+        tracing::warn!(room = %self.inner.room, %error, "cannot load the room's storage");
+        Error::with_status(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "Storage is unavailable; try again later",
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Cache>> {
