@@ -79,7 +79,7 @@
 //!   by the writer lanes (one each while writing), loads, and cluster mode.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
@@ -618,9 +618,17 @@ fn db_error(error: tokio_postgres::Error) -> Failure {
             code.starts_with("08") || code.starts_with("57P") || code == "53300"
         }
     };
+    // tokio-postgres' own message is only the kind of error ("db error", "error
+    // connecting to server"); the detail is in its source.
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let _ = write!(message, ": {cause}");
+        source = cause.source();
+    }
     Failure {
         unavailable,
-        message: error.to_string(),
+        message,
     }
 }
 
