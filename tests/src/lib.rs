@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 pub use tokio_tungstenite::tungstenite;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+pub mod cluster;
 mod postgres;
 mod process;
 pub use postgres::{DATABASE_URL_VAR, TestDatabase, TestPostgres};
@@ -148,29 +149,40 @@ impl TestServer {
         headers: &[(&str, &str)],
         recv_buffer: Option<u32>,
     ) -> Result<Ws, tungstenite::Error> {
-        let url = format!("ws://{}{path}", self.addr);
-        let mut request = url.as_str().into_client_request()?;
-        for (name, value) in headers {
-            let name: tungstenite::http::HeaderName = name.parse().expect("header name");
-            request
-                .headers_mut()
-                .insert(name, HeaderValue::from_str(value).expect("header value"));
-        }
-        let addr = self.addr;
-        within(format!("the WebSocket handshake to {path}"), async move {
-            let socket = TcpSocket::new_v4().map_err(tungstenite::Error::Io)?;
-            if let Some(size) = recv_buffer {
-                socket
-                    .set_recv_buffer_size(size)
-                    .map_err(tungstenite::Error::Io)?;
-            }
-            let stream = socket.connect(addr).await.map_err(tungstenite::Error::Io)?;
-            stream.set_nodelay(true).map_err(tungstenite::Error::Io)?;
-            let (ws, _response) = tokio_tungstenite::client_async(request, stream).await?;
-            Ok(Ws { inner: ws })
-        })
-        .await
+        try_connect_to(self.addr, path, headers, recv_buffer).await
     }
+}
+
+/// Opens a WebSocket to `path` on the server at `addr`, with extra request headers and,
+/// optionally, a small TCP receive buffer (for clients that stop reading). The handshake
+/// is bounded by [`WAIT`].
+pub async fn try_connect_to(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    recv_buffer: Option<u32>,
+) -> Result<Ws, tungstenite::Error> {
+    let url = format!("ws://{addr}{path}");
+    let mut request = url.as_str().into_client_request()?;
+    for (name, value) in headers {
+        let name: tungstenite::http::HeaderName = name.parse().expect("header name");
+        request
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(value).expect("header value"));
+    }
+    within(format!("the WebSocket handshake to {path}"), async move {
+        let socket = TcpSocket::new_v4().map_err(tungstenite::Error::Io)?;
+        if let Some(size) = recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .map_err(tungstenite::Error::Io)?;
+        }
+        let stream = socket.connect(addr).await.map_err(tungstenite::Error::Io)?;
+        stream.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+        let (ws, _response) = tokio_tungstenite::client_async(request, stream).await?;
+        Ok(Ws { inner: ws })
+    })
+    .await
 }
 
 impl Drop for TestServer {

@@ -195,7 +195,9 @@ impl Alarm {
                     })?;
                 let at = UNIX_EPOCH + Duration::from_millis(now_ms() + delay);
                 storage.set_alarm(at).await?;
-                Ok(Json(serde_json::json!({ "set": true, "node": node_addr() })))
+                Ok(Json(
+                    serde_json::json!({ "set": true, "node": node_addr() }),
+                ))
             }
             Method::GET => {
                 let fired: u64 = storage.get("fired").await?.unwrap_or(0);
@@ -289,7 +291,9 @@ impl Document {
     async fn on_request(&mut self) -> Result<String> {
         self.doc.load().await?;
         let doc = self.doc.doc();
-        Ok(doc.get_or_insert_text("content").get_string(&doc.transact()))
+        Ok(doc
+            .get_or_insert_text("content")
+            .get_string(&doc.transact()))
     }
 }
 
@@ -325,9 +329,7 @@ async fn main() {
     let listener = TcpListener::bind(addr)
         .await
         .unwrap_or_else(|error| fail(&format!("cannot bind {addr}: {error}")));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|error| fail(&error));
+    let addr = listener.local_addr().unwrap_or_else(|error| fail(&error));
     println!("listening on {addr}");
     std::io::stdout().flush().expect("flush stdout");
     if let Err(error) = server.serve(listener, shutdown_signal()).await {
