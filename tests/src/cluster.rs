@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -44,6 +45,7 @@ struct Node {
     public: SocketAddr,
     internal: SocketAddr,
     process: Option<NodeProcess>,
+    logs: Logs,
 }
 
 #[derive(Debug)]
@@ -52,6 +54,9 @@ struct NodeProcess {
     // Kept open so that the node never writes to a closed pipe.
     _stdout: BufReader<ChildStdout>,
 }
+
+/// What a node wrote on stderr (its log), every life of it.
+type Logs = Arc<Mutex<Vec<String>>>;
 
 impl TestCluster {
     /// Starts `n` nodes of `exe` (pass `env!("CARGO_BIN_EXE_cluster-node")`) against
@@ -82,6 +87,7 @@ impl TestCluster {
                 public: free_port(),
                 internal: free_port(),
                 process: None,
+                logs: Logs::default(),
             });
         }
         for i in 0..n {
@@ -110,6 +116,18 @@ impl TestCluster {
         self.nodes[i].internal
     }
 
+    /// The lines node `i` has logged so far (all its lives) that contain `needle`.
+    pub fn logged(&self, i: usize, needle: &str) -> Vec<String> {
+        self.nodes[i]
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     /// Whether node `i` has a process (it may be stopped by SIGSTOP).
     pub fn is_running(&self, i: usize) -> bool {
         self.nodes[i].process.is_some()
@@ -126,13 +144,30 @@ impl TestCluster {
             .env("PARTYKIT_LEASE_TTL_MS", LEASE_TTL.as_millis().to_string())
             .env("PARTYKIT_HOST", "127.0.0.1")
             .env("PARTYKIT_PORT", node.public.port().to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,partykit_runtime=info".into()),
+            )
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.exe));
+        // The log, kept for the test and shown (captured by the test harness) with the
+        // node's number; the task ends when the process does.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::clone(&node.logs);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[node {i}] {line}");
+                logs.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        });
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         let read = tokio::time::timeout(NODE_WAIT, stdout.read_line(&mut line)).await;

@@ -303,6 +303,7 @@ async fn main() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
+            .with_ansi(false)
             .init();
     }
     let fail = |what: &dyn std::fmt::Display| -> ! {
