@@ -968,8 +968,10 @@ async fn write_transaction(
     let leased: Vec<usize> = (0..commits.len())
         .filter(|&i| outcomes[i].is_none() && commits[i].lease.is_some())
         .collect();
+    // Without leases to check first, BEGIN goes out with the first round of commits.
+    let mut begin_with_commits = None;
     if leased.is_empty() {
-        client.batch_execute(begin).await.map_err(db_error)?;
+        begin_with_commits = Some(begin);
     } else {
         let parties: Vec<&str> = leased.iter().map(|&i| &*commits[i].room.party).collect();
         let rooms: Vec<&str> = leased.iter().map(|&i| &*commits[i].room.room).collect();
@@ -1014,28 +1016,45 @@ async fn write_transaction(
         .collect();
     let mut next = 0;
     while next < commits.len() {
-        let mut pipeline: Vec<(usize, StatementFuture<'_>)> = Vec::new();
+        // Each statement with the commit it belongs to; `None` for BEGIN.
+        let mut pipeline: Vec<(Option<usize>, StatementFuture<'_>)> = Vec::new();
+        if let Some(begin) = begin_with_commits.take() {
+            pipeline.push((None, Box::pin(client.batch_execute(begin))));
+        }
         for (i, net) in nets.iter().enumerate().skip(next) {
             let Some(net) = net else { continue };
-            pipeline.push((i, Box::pin(client.batch_execute("SAVEPOINT room_commit"))));
+            pipeline.push((
+                Some(i),
+                Box::pin(client.batch_execute("SAVEPOINT room_commit")),
+            ));
             for statement in commit_statements(client, &statements, net) {
-                pipeline.push((i, statement));
+                pipeline.push((Some(i), statement));
             }
             pipeline.push((
-                i,
+                Some(i),
                 Box::pin(client.batch_execute("RELEASE SAVEPOINT room_commit")),
             ));
         }
-        let (indices, futures): (Vec<usize>, Vec<StatementFuture<'_>>) =
+        let (indices, futures): (Vec<Option<usize>>, Vec<StatementFuture<'_>>) =
             pipeline.into_iter().unzip();
         let results = join_all(futures).await;
         next = commits.len();
         for (i, result) in indices.into_iter().zip(results) {
-            let Err(error) = result else {
-                outcomes[i].get_or_insert(Outcome::Written);
-                continue;
+            let error = match result {
+                Ok(()) => {
+                    if let Some(i) = i {
+                        outcomes[i].get_or_insert(Outcome::Written);
+                    }
+                    continue;
+                }
+                Err(error) => error,
             };
             let failure = db_error(error);
+            // BEGIN fails only when the connection does, and every statement after it
+            // with it: nothing was written.
+            let Some(i) = i else {
+                return Err(failure);
+            };
             if failure.unavailable {
                 return Err(failure);
             }
@@ -1053,7 +1072,7 @@ async fn write_transaction(
         }
     }
 
-    // Round trip 3.
+    // The last round trip.
     client.batch_execute("COMMIT").await.map_err(db_error)?;
     conn.in_transaction = false;
     // Counted before the commits are answered, so that whoever sees an answer also sees
