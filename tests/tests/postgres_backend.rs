@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use partykit_runtime::storage::{
-    Backend, BackendError, Mutation, PostgresBackend, RoomCommit, RoomKey, conformance,
+    Backend, BackendError, Durability, Mutation, PostgresBackend, RoomCommit, RoomKey, conformance,
 };
 use partykit_tests::{TestDatabase, TestPostgres};
 
@@ -98,6 +98,27 @@ conformance_test!(commits_of_a_room_apply_in_call_order);
 conformance_test!(loads_see_whole_commits);
 conformance_test!(many_rooms_concurrently);
 conformance_test!(alarms_lists_pending_alarms);
+
+/// With `Durability::Normal` the writer's transactions turn `synchronous_commit` off;
+/// commits still apply whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_with_normal_durability() {
+    let Some(db) = TestPostgres::database().await else {
+        return;
+    };
+    let backend = bounded(
+        "connect",
+        PostgresBackend::builder(&db.url)
+            .durability(Durability::Normal)
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(backend.durability(), Durability::Normal);
+    let backend = Arc::new(backend);
+    conformance::commits_of_a_room_apply_in_call_order(backend.clone()).await;
+    bounded("close", backend.close()).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_are_fenced_by_the_lease_epoch() {

@@ -822,12 +822,12 @@ async fn write_batch(shared: &Shared, batch: &mut Vec<PendingCommit>) {
 /// A pooled connection that goes back to the pool only if no transaction was left open
 /// on it: dropped mid-transaction (an error, a timeout, an aborted lane), it is closed
 /// instead, and the database rolls the transaction back.
-struct Connection {
+struct PooledConnection {
     client: Option<Object>,
     in_transaction: bool,
 }
 
-impl Connection {
+impl PooledConnection {
     fn client(&self) -> &Object {
         self.client
             .as_ref()
@@ -835,7 +835,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for PooledConnection {
     fn drop(&mut self) {
         if self.in_transaction
             && let Some(client) = self.client.take()
@@ -952,7 +952,7 @@ async fn write_transaction(
         .map(|commit| check_text(&commit.room).err().map(Outcome::Failed))
         .collect();
 
-    let mut conn = Connection {
+    let mut conn = PooledConnection {
         client: Some(shared.pool.get().await.map_err(pool_error)?),
         in_transaction: false,
     };
