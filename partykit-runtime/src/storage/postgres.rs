@@ -36,7 +36,7 @@
 //!    fails [`fenced`](BackendError::fenced) and is not written.
 //! 2. Each other commit inside its own savepoint, reduced first to its net effect (a
 //!    `DeleteAll`, then one final value or deletion per key, then the last alarm change)
-//!    and written with array parameters, so a commit is at most four statements whatever
+//!    and written with array parameters, so a commit is at most three statements whatever
 //!    its size. A commit that fails is rolled back to its savepoint alone; the rest of the
 //!    batch goes on.
 //! 3. `COMMIT`; then every commit of the batch resolves.
@@ -188,8 +188,29 @@ const LOAD: &str = "SELECT key, value, NULL::bigint FROM partykit_kv
 const ALL_ALARMS: &str = "SELECT party, room, at FROM partykit_alarms";
 
 /// Keeps every room's storage in a PostgreSQL database, writing the commits of many rooms
-/// together (see the [module docs](self) for the layout, group commit, durability and
-/// what errors mean).
+/// together in one transaction (group commit), each in a savepoint of its own.
+///
+/// - **Schema**: tables `partykit_kv` (keys as `bytea`, ordered by bytes) and
+///   `partykit_alarms`, plus cluster mode's `partykit_room_leases`, `partykit_nodes` and
+///   `partykit_cron_ticks`; versioned migrations run at [`connect`](Self::connect),
+///   once even when several nodes start together. A database migrated by a newer build is
+///   refused.
+/// - **Writers**: commits are queued at once on one of a few writer lanes (4 by default)
+///   by room, so one room's commits apply in call order while lanes write in parallel;
+///   a lane writes everything queued on it (up to 1,024 commits) in one transaction.
+/// - **Durability**: [`Durability::Full`] (the default) keeps the server's
+///   `synchronous_commit` (on unless configured otherwise): a resolved commit is on the
+///   database server's disk. `Normal` and `Off` turn it off for the writer's
+///   transactions: a crash of the database server may lose the latest commits.
+/// - **Errors**: [`BackendError::is_unavailable`] when no connection can be had within
+///   5 s, the connection fails, or an operation takes over 10 s (a commit reported so may
+///   or may not have been written); [`BackendError::is_fenced`] when the room's lease
+///   moved on (cluster mode); a plain error otherwise (e.g. a room id with a NUL
+///   character, which PostgreSQL text cannot hold). The pool reconnects by itself when
+///   the database is back.
+/// - **Limits**: no TLS (`NoTls`): reach the database over loopback or a private network
+///   you trust. At most 16 connections by default
+///   ([`PostgresBuilder::pool_size`]).
 ///
 /// ```no_run
 /// use partykit_runtime::Server;
