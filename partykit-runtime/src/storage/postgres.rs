@@ -409,7 +409,6 @@ impl PostgresBackend {
     }
 
     /// The connection pool, for cluster mode's own statements (leases, nodes, sweeps).
-    #[allow(dead_code)] // Used by cluster mode, which is built beside this backend.
     pub(crate) fn pool(&self) -> &Pool {
         &self.shared.pool
     }
