@@ -293,16 +293,11 @@ fn start() -> Result<TestPostgres, String> {
             false,
         )?;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?
-        .port();
-
     let watchdog = watchdog(&bin, &root, as_postgres)?;
-    let server = TestPostgres {
+    let mut server = TestPostgres {
         bin,
         root,
-        port,
+        port: 0,
         as_postgres,
         watchdog: Mutex::new(Some(watchdog)),
     };
@@ -325,8 +320,19 @@ fn start() -> Result<TestPostgres, String> {
         ],
         as_postgres,
     )?;
-    server.start_server()?;
-    Ok(server)
+    // The port is free when picked, but something else may take it before the server
+    // binds it: then try another.
+    let mut attempt = 1;
+    loop {
+        server.port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?
+            .port();
+        match server.start_server() {
+            Err(error) if attempt < 3 && error.contains("already in use") => attempt += 1,
+            result => return result.map(|()| server),
+        }
+    }
 }
 
 /// A process that waits for end of input on its stdin, then stops the server in `root`

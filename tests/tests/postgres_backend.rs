@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use partykit_runtime::storage::{
-    Backend, BackendError, Mutation, PostgresBackend, RoomCommit, RoomKey, conformance,
+    Backend, BackendError, Durability, Mutation, PostgresBackend, RoomCommit, RoomKey, conformance,
 };
 use partykit_tests::{TestDatabase, TestPostgres};
 
@@ -98,6 +98,27 @@ conformance_test!(commits_of_a_room_apply_in_call_order);
 conformance_test!(loads_see_whole_commits);
 conformance_test!(many_rooms_concurrently);
 conformance_test!(alarms_lists_pending_alarms);
+
+/// With `Durability::Normal` the writer's transactions turn `synchronous_commit` off;
+/// commits still apply whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_with_normal_durability() {
+    let Some(db) = TestPostgres::database().await else {
+        return;
+    };
+    let backend = bounded(
+        "connect",
+        PostgresBackend::builder(&db.url)
+            .durability(Durability::Normal)
+            .connect(),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(backend.durability(), Durability::Normal);
+    let backend = Arc::new(backend);
+    conformance::commits_of_a_room_apply_in_call_order(backend.clone()).await;
+    bounded("close", backend.close()).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_are_fenced_by_the_lease_epoch() {
@@ -414,46 +435,53 @@ async fn unavailable_while_the_server_is_down_then_serves_again() {
 }
 
 /// Group commit's throughput: 100 rooms commit 100 times each (one put per commit),
-/// concurrently, with fsync on. Prints commits/s and transactions; not a timed test.
-/// `cargo test -p partykit-tests --test postgres_backend -- --ignored --nocapture`
+/// concurrently, with fsync on, for 1, 4 and 16 writer lanes; and one room committing
+/// alone (one commit per transaction) for comparison. Prints commits/s and commits per
+/// transaction; not a timed test.
+/// `cargo test -p partykit-tests --test postgres_backend throughput -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand"]
 async fn throughput() {
-    const ROOMS: usize = 100;
-    const COMMITS: usize = 100;
-    let Some(db) = TestPostgres::database().await else {
-        return;
-    };
-    let backend = Arc::new(connect(&db).await);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..ROOMS)
-        .map(|r| {
-            let backend = backend.clone();
-            tokio::spawn(async move {
-                let room = RoomKey::new("main", format!("room-{r}"));
-                for c in 0..COMMITS {
-                    backend
-                        .commit(RoomCommit::new(
-                            room.clone(),
-                            vec![put(&format!("k{c}"), "value")],
-                        ))
-                        .await
-                        .expect("commit");
-                }
+    for (rooms, commits, lanes) in [(1, 500, 4), (100, 100, 1), (100, 100, 4), (100, 100, 16)] {
+        let Some(db) = TestPostgres::database().await else {
+            return;
+        };
+        let backend = PostgresBackend::builder(&db.url)
+            .lanes(lanes)
+            .pool_size(lanes + 4)
+            .connect()
+            .await
+            .expect("connect");
+        let backend = Arc::new(backend);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..rooms)
+            .map(|r| {
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    let room = RoomKey::new("main", format!("room-{r}"));
+                    for c in 0..commits {
+                        backend
+                            .commit(RoomCommit::new(
+                                room.clone(),
+                                vec![put(&format!("k{c}"), "value")],
+                            ))
+                            .await
+                            .expect("commit");
+                    }
+                })
             })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("room task");
+            .collect();
+        for task in tasks {
+            task.await.expect("room task");
+        }
+        let elapsed = started.elapsed();
+        let total = (rooms * commits) as f64;
+        println!(
+            "{rooms} rooms x {commits} commits of 1 put, {lanes} lanes: {:.0} commits/s \
+             (= puts/s), {:.1} commits per transaction, {elapsed:.2?}",
+            total / elapsed.as_secs_f64(),
+            total / backend.transactions() as f64
+        );
+        backend.close().await;
     }
-    let elapsed = started.elapsed();
-    let commits = (ROOMS * COMMITS) as f64;
-    println!(
-        "{ROOMS} rooms x {COMMITS} commits of 1 put: {:.0} commits/s (= puts/s), \
-         {} transactions, {:.1} commits per transaction, {elapsed:?}",
-        commits / elapsed.as_secs_f64(),
-        backend.transactions(),
-        commits / backend.transactions() as f64
-    );
-    backend.close().await;
 }

@@ -36,7 +36,7 @@
 //!    fails [`fenced`](BackendError::fenced) and is not written.
 //! 2. Each other commit inside its own savepoint, reduced first to its net effect (a
 //!    `DeleteAll`, then one final value or deletion per key, then the last alarm change)
-//!    and written with array parameters, so a commit is at most four statements whatever
+//!    and written with array parameters, so a commit is at most three statements whatever
 //!    its size. A commit that fails is rolled back to its savepoint alone; the rest of the
 //!    batch goes on.
 //! 3. `COMMIT`; then every commit of the batch resolves.
@@ -188,8 +188,29 @@ const LOAD: &str = "SELECT key, value, NULL::bigint FROM partykit_kv
 const ALL_ALARMS: &str = "SELECT party, room, at FROM partykit_alarms";
 
 /// Keeps every room's storage in a PostgreSQL database, writing the commits of many rooms
-/// together (see the [module docs](self) for the layout, group commit, durability and
-/// what errors mean).
+/// together in one transaction (group commit), each in a savepoint of its own.
+///
+/// - **Schema**: tables `partykit_kv` (keys as `bytea`, ordered by bytes) and
+///   `partykit_alarms`, plus cluster mode's `partykit_room_leases`, `partykit_nodes` and
+///   `partykit_cron_ticks`; versioned migrations run at [`connect`](Self::connect),
+///   once even when several nodes start together. A database migrated by a newer build is
+///   refused.
+/// - **Writers**: commits are queued at once on one of a few writer lanes (4 by default)
+///   by room, so one room's commits apply in call order while lanes write in parallel;
+///   a lane writes everything queued on it (up to 1,024 commits) in one transaction.
+/// - **Durability**: [`Durability::Full`] (the default) keeps the server's
+///   `synchronous_commit` (on unless configured otherwise): a resolved commit is on the
+///   database server's disk. `Normal` and `Off` turn it off for the writer's
+///   transactions: a crash of the database server may lose the latest commits.
+/// - **Errors**: [`BackendError::is_unavailable`] when no connection can be had within
+///   5 s, the connection fails, or an operation takes over 10 s (a commit reported so may
+///   or may not have been written); [`BackendError::is_fenced`] when the room's lease
+///   moved on (cluster mode); a plain error otherwise (e.g. a room id with a NUL
+///   character, which PostgreSQL text cannot hold). The pool reconnects by itself when
+///   the database is back.
+/// - **Limits**: no TLS (`NoTls`): reach the database over loopback or a private network
+///   you trust. At most 16 connections by default
+///   ([`PostgresBuilder::pool_size`]).
 ///
 /// ```no_run
 /// use partykit_runtime::Server;
@@ -388,7 +409,6 @@ impl PostgresBackend {
     }
 
     /// The connection pool, for cluster mode's own statements (leases, nodes, sweeps).
-    #[allow(dead_code)] // Used by cluster mode, which is built beside this backend.
     pub(crate) fn pool(&self) -> &Pool {
         &self.shared.pool
     }
@@ -822,12 +842,12 @@ async fn write_batch(shared: &Shared, batch: &mut Vec<PendingCommit>) {
 /// A pooled connection that goes back to the pool only if no transaction was left open
 /// on it: dropped mid-transaction (an error, a timeout, an aborted lane), it is closed
 /// instead, and the database rolls the transaction back.
-struct Connection {
+struct PooledConnection {
     client: Option<Object>,
     in_transaction: bool,
 }
 
-impl Connection {
+impl PooledConnection {
     fn client(&self) -> &Object {
         self.client
             .as_ref()
@@ -835,7 +855,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for PooledConnection {
     fn drop(&mut self) {
         if self.in_transaction
             && let Some(client) = self.client.take()
@@ -952,7 +972,7 @@ async fn write_transaction(
         .map(|commit| check_text(&commit.room).err().map(Outcome::Failed))
         .collect();
 
-    let mut conn = Connection {
+    let mut conn = PooledConnection {
         client: Some(shared.pool.get().await.map_err(pool_error)?),
         in_transaction: false,
     };
@@ -968,8 +988,10 @@ async fn write_transaction(
     let leased: Vec<usize> = (0..commits.len())
         .filter(|&i| outcomes[i].is_none() && commits[i].lease.is_some())
         .collect();
+    // Without leases to check first, BEGIN goes out with the first round of commits.
+    let mut begin_with_commits = None;
     if leased.is_empty() {
-        client.batch_execute(begin).await.map_err(db_error)?;
+        begin_with_commits = Some(begin);
     } else {
         let parties: Vec<&str> = leased.iter().map(|&i| &*commits[i].room.party).collect();
         let rooms: Vec<&str> = leased.iter().map(|&i| &*commits[i].room.room).collect();
@@ -1014,28 +1036,45 @@ async fn write_transaction(
         .collect();
     let mut next = 0;
     while next < commits.len() {
-        let mut pipeline: Vec<(usize, StatementFuture<'_>)> = Vec::new();
+        // Each statement with the commit it belongs to; `None` for BEGIN.
+        let mut pipeline: Vec<(Option<usize>, StatementFuture<'_>)> = Vec::new();
+        if let Some(begin) = begin_with_commits.take() {
+            pipeline.push((None, Box::pin(client.batch_execute(begin))));
+        }
         for (i, net) in nets.iter().enumerate().skip(next) {
             let Some(net) = net else { continue };
-            pipeline.push((i, Box::pin(client.batch_execute("SAVEPOINT room_commit"))));
+            pipeline.push((
+                Some(i),
+                Box::pin(client.batch_execute("SAVEPOINT room_commit")),
+            ));
             for statement in commit_statements(client, &statements, net) {
-                pipeline.push((i, statement));
+                pipeline.push((Some(i), statement));
             }
             pipeline.push((
-                i,
+                Some(i),
                 Box::pin(client.batch_execute("RELEASE SAVEPOINT room_commit")),
             ));
         }
-        let (indices, futures): (Vec<usize>, Vec<StatementFuture<'_>>) =
+        let (indices, futures): (Vec<Option<usize>>, Vec<StatementFuture<'_>>) =
             pipeline.into_iter().unzip();
         let results = join_all(futures).await;
         next = commits.len();
         for (i, result) in indices.into_iter().zip(results) {
-            let Err(error) = result else {
-                outcomes[i].get_or_insert(Outcome::Written);
-                continue;
+            let error = match result {
+                Ok(()) => {
+                    if let Some(i) = i {
+                        outcomes[i].get_or_insert(Outcome::Written);
+                    }
+                    continue;
+                }
+                Err(error) => error,
             };
             let failure = db_error(error);
+            // BEGIN fails only when the connection does, and every statement after it
+            // with it: nothing was written.
+            let Some(i) = i else {
+                return Err(failure);
+            };
             if failure.unavailable {
                 return Err(failure);
             }
@@ -1053,7 +1092,7 @@ async fn write_transaction(
         }
     }
 
-    // Round trip 3.
+    // The last round trip.
     client.batch_execute("COMMIT").await.map_err(db_error)?;
     conn.in_transaction = false;
     // Counted before the commits are answered, so that whoever sees an answer also sees
