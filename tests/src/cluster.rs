@@ -316,15 +316,10 @@ impl TestCluster {
             .get(0)
     }
 
-    /// One request to node `i`'s public listener; see [`try_http`].
-    pub async fn http(
-        &self,
-        i: usize,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<HttpResponse, String> {
-        try_http(self.addr(i), method, path, headers, b"").await
+    /// One request without a body to node `i`'s public listener: the response, or why
+    /// there was none (refused, reset, hung); see [`try_http`].
+    pub async fn http(&self, i: usize, method: &str, path: &str) -> Result<HttpResponse, String> {
+        try_http(self.addr(i), method, path, &[], b"").await
     }
 }
 

@@ -25,7 +25,7 @@ pub use tokio_tungstenite::tungstenite;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub mod cluster;
-mod postgres;
+pub mod postgres;
 mod process;
 pub use postgres::{DATABASE_URL_VAR, TestDatabase, TestPostgres};
 pub use process::{ServerProcess, TempDir};

@@ -45,13 +45,13 @@ fn count_path(room: &str) -> String {
 
 /// `POST` the counter through node `i`: the acknowledged value, or why not.
 async fn increment(cluster: &TestCluster, i: usize, room: &str) -> Result<u64, String> {
-    let response = cluster.http(i, "POST", &count_path(room), &[]).await?;
+    let response = cluster.http(i, "POST", &count_path(room)).await?;
     acknowledged(&response)
 }
 
 /// `GET` the counter through node `i`.
 async fn read_count(cluster: &TestCluster, i: usize, room: &str) -> Result<u64, String> {
-    let response = cluster.http(i, "GET", &count_path(room), &[]).await?;
+    let response = cluster.http(i, "GET", &count_path(room)).await?;
     acknowledged(&response)
 }
 
@@ -141,7 +141,7 @@ async fn sockets_through_different_nodes_share_a_room_and_http_reaches_the_owner
     // HTTP through a node that owns nothing here reaches the owner.
     assert_eq!(read_count(&cluster, 2, "shared").await, Ok(1));
     let node = cluster
-        .http(2, "GET", &format!("{path}/node"), &[])
+        .http(2, "GET", &format!("{path}/node"))
         .await
         .expect("GET /node through node 2");
     assert_eq!(
@@ -355,7 +355,7 @@ async fn an_alarm_set_on_a_killed_node_fires_on_another_node() {
     };
     // Due well after the kill below, so that only another node can run it.
     let set = cluster
-        .http(0, "POST", "/parties/alarm/reminder?in=5000", &[])
+        .http(0, "POST", "/parties/alarm/reminder?in=5000")
         .await
         .expect("setting the alarm");
     assert_eq!(set.status, 200, "{}", set.text());
@@ -368,8 +368,7 @@ async fn an_alarm_set_on_a_killed_node_fires_on_another_node() {
         RECOVERY,
         &mut || async {
             for i in [1, 2] {
-                let Ok(response) = cluster.http(i, "GET", "/parties/alarm/reminder", &[]).await
-                else {
+                let Ok(response) = cluster.http(i, "GET", "/parties/alarm/reminder").await else {
                     continue;
                 };
                 if response.status == 200 && response.json()["fired"].as_u64() >= Some(1) {
@@ -450,7 +449,7 @@ async fn rooms_call_rooms_on_other_nodes_and_a_cross_node_cycle_is_508() {
     };
     // `callee` lives on node 1, `caller` on node 0.
     let callee = cluster
-        .http(1, "GET", "/parties/caller/callee", &[])
+        .http(1, "GET", "/parties/caller/callee")
         .await
         .expect("GET callee");
     assert_eq!(
@@ -458,7 +457,7 @@ async fn rooms_call_rooms_on_other_nodes_and_a_cross_node_cycle_is_508() {
         (200, format!("callee on {}", cluster.internal_addr(1)))
     );
     let call = cluster
-        .http(0, "GET", "/parties/caller/caller?to=callee", &[])
+        .http(0, "GET", "/parties/caller/caller?to=callee")
         .await
         .expect("caller calls callee");
     assert_eq!(
@@ -471,12 +470,12 @@ async fn rooms_call_rooms_on_other_nodes_and_a_cross_node_cycle_is_508() {
 
     // `a` (node 0) calls `back` (node 1), which calls `a` back while `a` waits: 508.
     let back = cluster
-        .http(1, "GET", "/parties/caller/back", &[])
+        .http(1, "GET", "/parties/caller/back")
         .await
         .expect("GET back");
     assert_eq!(back.status, 200, "{}", back.text());
     let cycle = cluster
-        .http(0, "GET", "/parties/caller/a?to=back", &[])
+        .http(0, "GET", "/parties/caller/a?to=back")
         .await
         .expect("the cycle answers");
     assert_eq!(cycle.status, 508, "{}", cycle.text());
@@ -489,7 +488,7 @@ async fn rooms_call_rooms_on_other_nodes_and_a_cross_node_cycle_is_508() {
     assert_eq!(cluster.owner_of("caller", "back").await, Some(1));
     // Both rooms still serve afterwards.
     let after = cluster
-        .http(2, "GET", "/parties/caller/a?to=callee", &[])
+        .http(2, "GET", "/parties/caller/a?to=callee")
         .await
         .expect("a calls callee");
     assert_eq!(
@@ -689,7 +688,7 @@ async fn a_database_outage_fails_cleanly_and_service_resumes_by_itself() {
     );
     // A new room cannot start either.
     let new_room = cluster
-        .http(1, "POST", &count_path("outage-new"), &[])
+        .http(1, "POST", &count_path("outage-new"))
         .await
         .expect("a new room answers, and does not hang");
     assert_eq!(new_room.status, 503, "{}", new_room.text());
@@ -822,7 +821,7 @@ async fn npm_clients_on_two_nodes_exchange_messages_and_converge() {
     run_script("cluster-yjs.mjs", &[&a, &b, "npm-doc"]).await;
     // The document is the owner's, whichever node is asked.
     let text = cluster
-        .http(2, "GET", "/parties/yjs/npm-doc", &[])
+        .http(2, "GET", "/parties/yjs/npm-doc")
         .await
         .expect("GET the document");
     assert_eq!(text.status, 200, "{}", text.text());
