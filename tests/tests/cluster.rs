@@ -113,7 +113,7 @@ async fn close_code(ws: &mut Ws) -> u16 {
 
 #[tokio::test]
 async fn sockets_through_different_nodes_share_a_room_and_http_reaches_the_owner() {
-    let Some((_database, cluster)) = three_nodes().await else {
+    let Some((_database, mut cluster)) = three_nodes().await else {
         return;
     };
     let path = count_path("shared");
@@ -153,6 +153,25 @@ async fn sockets_through_different_nodes_share_a_room_and_http_reaches_the_owner
     assert_eq!(first.recv_text().await, "2");
     assert_eq!(second.recv_text().await, "2");
     assert_eq!(cluster.owner_of("main", "shared").await, Some(0));
+
+    // The owner dies: the socket relayed through node 1 closes with 1012, and coming
+    // back through node 1 finds the room on a live node with its count.
+    cluster.kill(0).await;
+    assert_eq!(close_code(&mut second).await, 1012, "the relayed socket");
+    let mut again = poll("the room to take sockets again", RECOVERY, &mut || async {
+        let mut socket = try_connect_to(cluster.addr(1), &path, &[], None)
+            .await
+            .ok()?;
+        match socket.next_within(RECOVERY).await {
+            Some(Some(Ok(partykit_tests::WsMessage::Text(count)))) => Some((socket, count)),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(again.1, "2", "every acknowledged write is there");
+    again.0.send_text("inc").await;
+    assert_eq!(again.0.recv_text().await, "3");
+    assert_ne!(cluster.owner_of("main", "shared").await, Some(0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -617,6 +636,23 @@ async fn a_rolling_restart_loses_no_acknowledged_write() {
             1012,
             "a socket on the terminating node {i} closes with 1012"
         );
+        // Handed off at exit, not left to expire after the TTL.
+        assert_eq!(
+            cluster
+                .owner_of("main", &format!("rolling-socket-{i}"))
+                .await,
+            None,
+            "node {i} released its lease"
+        );
+        let client_db = cluster.database().await.expect("the test database");
+        let rows = client_db
+            .query(
+                "SELECT id FROM partykit_nodes WHERE internal_addr = $1",
+                &[&cluster.internal_addr(i).to_string()],
+            )
+            .await
+            .expect("the node rows");
+        assert!(rows.is_empty(), "node {i} removed its row on exit");
         acknowledgements(&mut progress, 10).await;
         cluster.restart(i).await;
         acknowledgements(&mut progress, 10).await;
