@@ -279,18 +279,12 @@ impl TestCluster {
 
     /// Polls [`owner_of`](Self::owner_of) until some node holds the room (bounded).
     pub async fn wait_owner(&self, party: &str, room: &str) -> usize {
-        self.poll(&format!("a node to hold {party}/{room}"), NODE_WAIT, || {
-            self.owner_of(party, room)
-        })
+        poll(
+            &format!("a node to hold {party}/{room}"),
+            NODE_WAIT,
+            &mut || self.owner_of(party, room),
+        )
         .await
-    }
-
-    /// Polls `probe` every 20 ms until it gives `Some`; fails the test after `bound`.
-    pub async fn poll<T, F>(&self, what: &str, bound: Duration, mut probe: impl FnMut() -> F) -> T
-    where
-        F: Future<Output = Option<T>>,
-    {
-        poll(what, bound, &mut probe).await
     }
 
     /// A fresh connection to the cluster's database (the tests stop it sometimes).

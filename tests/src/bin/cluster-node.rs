@@ -153,14 +153,14 @@ impl Ticks {
 
     async fn on_request(&mut self) -> Result<&'static str> {
         // A key per run (not a count): two runs of one tick on this node show as two.
-        let key = format!("run:{}", uuid_like());
+        let key = format!("run:{}", unique_suffix());
         self.room.storage().put(&key, &now_ms()).await?;
         Ok("recorded")
     }
 }
 
 /// A key unique enough for one process: the time in nanoseconds and a counter.
-fn uuid_like() -> String {
+fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
