@@ -252,18 +252,17 @@ async fn a_killed_owners_room_comes_back_on_another_node_with_every_acknowledged
     assert_ne!(owner, 0, "a live node owns the room");
     let mut previous = first;
     for i in [1, 2, 1, 2] {
-        let value = loop {
+        let value = poll("a write after failover", RECOVERY, &mut || async {
             match increment(&cluster, i, room).await {
-                Ok(value) => break value,
+                Ok(value) => Some(value),
                 Err(error) => {
                     assert_not_hung(&error);
                     // Without forwarding only the owner serves: write through it.
-                    if let Ok(value) = increment(&cluster, owner, room).await {
-                        break value;
-                    }
+                    increment(&cluster, owner, room).await.ok()
                 }
             }
-        };
+        })
+        .await;
         assert_eq!(value, previous + 1, "never lower, nothing skipped");
         previous = value;
     }
