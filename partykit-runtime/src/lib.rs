@@ -115,6 +115,7 @@
 extern crate self as partykit_runtime;
 
 mod alarms;
+mod cluster;
 mod connection;
 mod cron;
 pub mod deprecated;

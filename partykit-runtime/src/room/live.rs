@@ -27,6 +27,18 @@ pub(crate) struct Services {
     pub(crate) tasks: Tasks,
     /// The live rooms of every party, against [`Limits::max_rooms`].
     pub(crate) room_slots: Arc<RoomSlots>,
+    /// This node's cluster, in cluster mode.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// Where a room's events go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// This node owns the room.
+    Here,
+    /// Another node does.
+    #[allow(dead_code)] // The core's `locate` answers it.
+    Node(crate::cluster::Peer),
 }
 
 /// Counts the live rooms of every party against [`Limits::max_rooms`]: each live room
@@ -162,6 +174,16 @@ impl LiveRooms {
 
     pub(crate) fn tasks(&self) -> &Tasks {
         &self.services.tasks
+    }
+
+    /// Where the room's events go: this node or the owner. Single-node servers: always
+    /// `Here`. (Integration scaffold: the lead's core takes or reads the room's lease.)
+    pub(crate) async fn locate(self: &Arc<Self>, _room_id: &str) -> Result<Location, Refused> {
+        Ok(Location::Here)
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.services.cluster.as_ref()
     }
 
     /// Delivers `event` to the room, starting it if it is not live. An event that races

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub(crate) use actor::RoomActor;
 pub(crate) use event::Event;
-pub(crate) use live::{LiveRooms, Refused, RoomSlots, Seed, Services};
+pub(crate) use live::{LiveRooms, Location, Refused, RoomSlots, Seed, Services};
 use registry::Registry;
 
 use crate::connection::Outbound;

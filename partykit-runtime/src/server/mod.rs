@@ -3,7 +3,7 @@
 mod assets;
 mod body;
 mod cors;
-mod dispatch;
+pub(crate) mod dispatch;
 mod listener;
 mod party_type;
 mod routing;
@@ -361,6 +361,7 @@ impl Server {
             parties: Arc::downgrade(&directory),
             room_slots: crate::room::RoomSlots::new(&self.limits),
             tasks: tasks.clone(),
+            cluster: None,
         });
         let parties = register_parties(self.parties, &services)?;
         let cors = cors::policies(self.cors, &parties)?;
@@ -388,6 +389,7 @@ impl Server {
             backend: opened.backend,
             _stop_on_drop: tasks.stop_on_drop(),
             tasks,
+            cluster: None,
         })
     }
 }
@@ -652,6 +654,8 @@ pub(crate) struct App {
     pub(crate) bodies: body::BodyBudget,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) tasks: Tasks,
+    /// This node's cluster, in cluster mode.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     /// A server that is dropped rather than shut down still stops its background work.
     _stop_on_drop: StopOnDrop,
 }
