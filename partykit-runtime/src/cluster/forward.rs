@@ -50,6 +50,7 @@ pub(crate) struct Misdirected;
 pub(crate) struct Forwarder {
     secret: HeaderValue,
     client: Client<HttpConnector, Full<Bytes>>,
+    response_timeout: Duration,
 }
 
 impl Forwarder {
@@ -64,6 +65,7 @@ impl Forwarder {
         Self {
             secret: secret_value(&secret),
             client,
+            response_timeout: RESPONSE_TIMEOUT,
         }
     }
 
@@ -87,17 +89,14 @@ impl Forwarder {
         };
         prepare_headers(&mut parts.headers, &self.secret, chain);
         let request = http::Request::from_parts(parts, Full::new(body));
-        let response =
-            match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(request)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(error)) => return Ok(unreachable(peer, &error)),
-                Err(_) => {
-                    return Ok(unreachable(
-                        peer,
-                        &format!("no answer within {RESPONSE_TIMEOUT:?}"),
-                    ));
-                }
-            };
+        let timeout = self.response_timeout;
+        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Ok(unreachable(peer, &error)),
+            Err(_) => {
+                return Ok(unreachable(peer, &format!("no answer within {timeout:?}")));
+            }
+        };
         if is_misdirected(response.status(), response.headers()) {
             return Err(Misdirected);
         }
@@ -231,6 +230,158 @@ fn secret_value(secret: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::RoomKey;
+    use axum::routing::any;
+    use http_body_util::BodyExt;
+    use std::net::SocketAddr;
+
+    const SECRET: &str = "s3cret";
+
+    async fn serve(router: axum::Router) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    }
+
+    fn peer(addr: impl ToString) -> Peer {
+        Peer {
+            node_id: Arc::from("node-b"),
+            addr: Arc::from(addr.to_string()),
+        }
+    }
+
+    /// The owner's side: shows what it received, as a room would answer.
+    async fn owner() -> SocketAddr {
+        async fn echo(request: axum::extract::Request) -> Response {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let seen = |name: &str| {
+                parts
+                    .headers
+                    .get(name)
+                    .map(|value| value.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            (
+                StatusCode::CREATED,
+                [
+                    ("x-seen-secret", seen(SECRET_HEADER)),
+                    ("x-seen-host", seen("host")),
+                    ("x-seen-chain", seen(chain::HEADER)),
+                    ("x-seen-user", seen("x-user")),
+                ],
+                format!(
+                    "{} {} {}",
+                    parts.method,
+                    parts.uri,
+                    String::from_utf8_lossy(&body)
+                ),
+            )
+                .into_response()
+        }
+        let router = axum::Router::new()
+            .route("/parties/main/echo", any(echo))
+            .route(
+                "/parties/main/moved",
+                any(|| async {
+                    (
+                        StatusCode::MISDIRECTED_REQUEST,
+                        [(MISDIRECTED_HEADER, "1")],
+                        "this node does not own main/moved",
+                    )
+                }),
+            )
+            .route(
+                "/parties/main/own-421",
+                any(|| async { (StatusCode::MISDIRECTED_REQUEST, "the room's own 421") }),
+            )
+            .route("/parties/main/hang", any(std::future::pending::<Response>));
+        serve(router).await
+    }
+
+    async fn text(response: Response) -> String {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_owner_as_sent_and_its_answer_comes_back_unchanged() {
+        let owner = owner().await;
+        let forwarder = Forwarder::new(Arc::from(SECRET));
+        let chain = Chain(vec![RoomKey::new("main", "caller room")]);
+        for round in 0..2 {
+            // The second round reuses the pooled connection.
+            let request = Request::builder()
+                .method("POST")
+                .uri("/parties/main/echo?q=1")
+                .header("host", "public.example:1999")
+                .header("x-user", "ada")
+                .header(SECRET_HEADER, "forged")
+                .body(format!("body {round}"))
+                .unwrap();
+            let response = forwarder
+                .request(&peer(owner), request, &chain)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let headers = response.headers().clone();
+            assert_eq!(headers["x-seen-secret"], SECRET);
+            assert_eq!(headers["x-seen-host"], "public.example:1999");
+            assert_eq!(headers["x-seen-user"], "ada");
+            assert_eq!(Chain::decode(&headers["x-seen-chain"]).unwrap(), chain);
+            assert_eq!(
+                text(response).await,
+                format!("POST /parties/main/echo?q=1 body {round}")
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_internal_listeners_421_means_misdirected() {
+        let owner = owner().await;
+        let forwarder = Forwarder::new(Arc::from(SECRET));
+        let get = |path: &str| Request::builder().uri(path).body("").unwrap();
+        let moved = forwarder
+            .request(&peer(owner), get("/parties/main/moved"), &Chain::empty())
+            .await;
+        assert!(moved.is_err(), "a 421 of the listener is Misdirected");
+        let own = forwarder
+            .request(&peer(owner), get("/parties/main/own-421"), &Chain::empty())
+            .await
+            .unwrap();
+        assert_eq!(own.status(), StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(text(own).await, "the room's own 421");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_or_silent_owner_is_a_503_naming_it() {
+        let closed = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let mut forwarder = Forwarder::new(Arc::from(SECRET));
+        let get = |path: &str| Request::builder().uri(path).body("").unwrap();
+        let refused = forwarder
+            .request(&peer(closed), get("/parties/main/echo"), &Chain::empty())
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let message = text(refused).await;
+        assert!(
+            message.starts_with(&format!("the room's node node-b ({closed}) is unreachable")),
+            "{message}"
+        );
+        // A node that accepts but never answers.
+        forwarder.response_timeout = Duration::from_millis(200);
+        let owner = owner().await;
+        let silent = forwarder
+            .request(&peer(owner), get("/parties/main/hang"), &Chain::empty())
+            .await
+            .unwrap();
+        assert_eq!(silent.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text(silent).await.contains("no answer within"));
+    }
 
     #[test]
     fn forwarded_headers_drop_hop_by_hop_and_forged_cluster_headers() {
