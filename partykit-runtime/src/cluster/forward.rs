@@ -29,6 +29,9 @@ pub(crate) const SECRET_HEADER: &str = "x-partykit-cluster-secret";
 /// Set by the internal listener on its 421 answers, so that a 421 a room answers itself
 /// is not mistaken for "this node does not own the room".
 pub(crate) const MISDIRECTED_HEADER: &str = "x-partykit-misdirected";
+/// Set by the internal listener on its 401 answers (a missing or wrong secret): the nodes
+/// are misconfigured, which the client hears as 503, not as a refusal of its own.
+pub(crate) const REFUSED_SECRET_HEADER: &str = "x-partykit-secret-refused";
 
 /// How long connecting to a peer may take: a node that died must not hang a client.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,6 +103,9 @@ impl Forwarder {
         if is_misdirected(response.status(), response.headers()) {
             return Err(Misdirected);
         }
+        if let Some(refused) = secret_refused(peer, response.status(), response.headers()) {
+            return Ok(refused);
+        }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, axum::body::Body::new(body)))
@@ -170,6 +176,28 @@ pub(crate) fn unreachable(peer: &Peer, error: &dyn std::fmt::Display) -> Respons
         ),
     )
         .into_response()
+}
+
+/// The 503 for an answer of the internal listener that refused this node's secret.
+pub(crate) fn secret_refused(
+    peer: &Peer,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if status != StatusCode::UNAUTHORIZED || !headers.contains_key(REFUSED_SECRET_HEADER) {
+        return None;
+    }
+    tracing::error!(node = %peer.node_id, addr = %peer.addr, "a node refused this node's cluster secret: every node needs the same PARTYKIT_CLUSTER_SECRET");
+    Some(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the room's node {} ({}) refused this node's cluster secret",
+                peer.node_id, peer.addr
+            ),
+        )
+            .into_response(),
+    )
 }
 
 /// Whether an answer of the internal listener says it does not own the room.
@@ -296,6 +324,20 @@ mod tests {
                 "/parties/main/own-421",
                 any(|| async { (StatusCode::MISDIRECTED_REQUEST, "the room's own 421") }),
             )
+            .route(
+                "/parties/main/wrong-secret",
+                any(|| async {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(REFUSED_SECRET_HEADER, "1")],
+                        "internal listener: missing or wrong cluster secret",
+                    )
+                }),
+            )
+            .route(
+                "/parties/main/own-401",
+                any(|| async { (StatusCode::UNAUTHORIZED, "the room's own 401") }),
+            )
             .route("/parties/main/hang", any(std::future::pending::<Response>));
         serve(router).await
     }
@@ -352,6 +394,32 @@ mod tests {
             .unwrap();
         assert_eq!(own.status(), StatusCode::MISDIRECTED_REQUEST);
         assert_eq!(text(own).await, "the room's own 421");
+    }
+
+    #[tokio::test]
+    async fn a_refused_secret_is_a_503_and_a_rooms_401_passes_through() {
+        let owner = owner().await;
+        let forwarder = Forwarder::new(Arc::from("not the owner's secret"));
+        let get = |path: &str| Request::builder().uri(path).body("").unwrap();
+        let refused = forwarder
+            .request(
+                &peer(owner),
+                get("/parties/main/wrong-secret"),
+                &Chain::empty(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            text(refused).await,
+            format!("the room's node node-b ({owner}) refused this node's cluster secret")
+        );
+        let own = forwarder
+            .request(&peer(owner), get("/parties/main/own-401"), &Chain::empty())
+            .await
+            .unwrap();
+        assert_eq!(own.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(text(own).await, "the room's own 401");
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::chain::{self, Chain};
-use super::forward::{MISDIRECTED_HEADER, SECRET_HEADER};
+use super::forward::{MISDIRECTED_HEADER, REFUSED_SECRET_HEADER, SECRET_HEADER};
 use crate::Response;
 use crate::room::{Location, Refused};
 use crate::server::App;
@@ -53,6 +53,7 @@ async fn handle(
     if !internal.guard.admits(request.headers()) {
         return (
             StatusCode::UNAUTHORIZED,
+            [(REFUSED_SECRET_HEADER, "1")],
             "internal listener: missing or wrong cluster secret",
         )
             .into_response();

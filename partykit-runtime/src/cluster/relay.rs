@@ -31,7 +31,7 @@ use super::Peer;
 use super::chain::Chain;
 use super::forward::{
     CONNECT_TIMEOUT, Misdirected, RESPONSE_TIMEOUT, internal_uri, is_misdirected, prepare_headers,
-    unreachable,
+    secret_refused, unreachable,
 };
 use crate::Response;
 use crate::connection::close_code;
@@ -117,6 +117,9 @@ pub(crate) async fn open(
         Ok(Err(ts::Error::Http(response))) => {
             if is_misdirected(response.status(), response.headers()) {
                 return Err(Misdirected);
+            }
+            if let Some(refused) = secret_refused(peer, response.status(), response.headers()) {
+                return Ok(Err(refused));
             }
             let (mut parts, body) = response.into_parts();
             super::forward::strip_hop_by_hop(&mut parts.headers);

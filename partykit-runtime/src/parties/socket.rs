@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{self, Message as Frame};
@@ -230,12 +231,15 @@ impl Remote {
             }
             Message::Binary(bytes) => PeerFrame::Binary(bytes),
         };
-        // A send that waits (the owner's room does not read) is a wait for the room.
+        let mut sink = self.sink.lock().await;
+        // A socket whose last write could not go out at once (the owner's room does not
+        // read) makes this send wait for the room, which may be waiting for the caller.
+        let ready = std::future::poll_fn(|cx| Poll::Ready(sink.poll_ready_unpin(cx))).await;
         let _waiting = match waits {
-            Some(waits) => waits()?,
-            None => None,
+            Some(waits) if ready.is_pending() => waits()?,
+            _ => None,
         };
-        self.sink.lock().await.send(frame).await.map_err(|error| {
+        sink.send(frame).await.map_err(|error| {
             Error::msg(format!("the connection to the room's node failed: {error}"))
         })
     }
