@@ -398,3 +398,223 @@ fn room_gone() -> Response {
     )
         .into_response()
 }
+
+/// The internal listener's router over real sockets, on a node whose `locate` answers
+/// `Here` for every room.
+#[cfg(test)]
+mod internal_tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::BodyExt;
+    use tokio_tungstenite::tungstenite::{self as ts, Message as PeerFrame};
+
+    use crate::cluster::chain::{self, Chain};
+    use crate::cluster::forward::{REFUSED_SECRET_HEADER, SECRET_HEADER};
+    use crate::cluster::{Cluster, internal};
+    use crate::storage::RoomKey;
+    use crate::tasks::Tasks;
+    use crate::{Connection, Error, Message, Request, Room, Server, party};
+
+    const SECRET: &str = "s3cret";
+    /// A hang guard, never a measure.
+    const GUARD: Duration = Duration::from_secs(30);
+
+    #[party(name = "main")]
+    struct Probe {
+        room: Room,
+    }
+
+    #[party]
+    impl Probe {
+        fn new(room: Room) -> Self {
+            Probe { room }
+        }
+
+        async fn on_request(&mut self, request: Request) -> Result<String, Error> {
+            if let Some(target) = request.query("call") {
+                let main = self.room.context().parties().get("main").unwrap();
+                let body = Request::builder().body("")?;
+                let answer = main.get(&target).fetch("", body).await?;
+                return Ok(format!("{target} answered {}", answer.status()));
+            }
+            Ok(format!(
+                "{} {} {}",
+                self.room.id(),
+                request.url(),
+                request.header("x-user").unwrap_or_default()
+            ))
+        }
+
+        async fn on_message(&mut self, message: Message, sender: &Connection) -> Result<(), Error> {
+            let _ = sender.send(message);
+            Ok(())
+        }
+    }
+
+    async fn internal_listener() -> SocketAddr {
+        let mut app = Server::new()
+            .party::<Probe>()
+            .in_memory()
+            .no_env_file()
+            .build(Tasks::new())
+            .await
+            .unwrap();
+        app.cluster = Some(std::sync::Arc::new(Cluster::new(std::sync::Arc::from(
+            SECRET,
+        ))));
+        let router = internal::router(std::sync::Arc::new(app));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    }
+
+    async fn request(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (http::StatusCode, http::HeaderMap, String) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        let mut builder = http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", "public.example");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(GUARD, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    async fn websocket(
+        addr: SocketAddr,
+        secret: Option<&str>,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        ts::Error,
+    > {
+        let mut request = http::Request::builder()
+            .uri(format!("ws://{addr}/parties/main/sock"))
+            .header("host", addr.to_string())
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", ts::handshake::client::generate_key());
+        if let Some(secret) = secret {
+            request = request.header(SECRET_HEADER, secret);
+        }
+        let connect = tokio_tungstenite::connect_async(request.body(()).unwrap());
+        Ok(tokio::time::timeout(GUARD, connect).await.unwrap()?.0)
+    }
+
+    #[tokio::test]
+    async fn without_the_secret_or_with_a_wrong_one_everything_is_401() {
+        let addr = internal_listener().await;
+        for path in ["/parties/main/a", "/parties/nope/a", "/elsewhere"] {
+            for headers in [
+                vec![],
+                vec![(SECRET_HEADER, "wrong")],
+                vec![(SECRET_HEADER, "")],
+            ] {
+                let (status, response_headers, body) = request(addr, path, &headers).await;
+                assert_eq!(status, http::StatusCode::UNAUTHORIZED, "{path} {headers:?}");
+                assert_eq!(body, "internal listener: missing or wrong cluster secret");
+                assert!(response_headers.contains_key(REFUSED_SECRET_HEADER));
+            }
+        }
+        for secret in [None, Some("wrong")] {
+            match websocket(addr, secret).await {
+                Err(ts::Error::Http(response)) => {
+                    assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+                }
+                other => panic!("a socket with secret {secret:?} was not refused: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn with_the_secret_the_room_answers_without_hooks() {
+        let addr = internal_listener().await;
+        let secret = (SECRET_HEADER, SECRET);
+        let (status, _, body) =
+            request(addr, "/parties/main/a?q=1", &[secret, ("x-user", "ada")]).await;
+        assert_eq!(status, http::StatusCode::OK);
+        // `host` came with the request: the room sees the public URL.
+        assert_eq!(body, "a http://public.example/parties/main/a?q=1 ada");
+        let (status, _, _) = request(addr, "/elsewhere", &[secret]).await;
+        assert_eq!(status, http::StatusCode::NOT_FOUND);
+        let (status, _, body) = request(addr, "/parties/nope/a", &[secret]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (http::StatusCode::NOT_FOUND, "Party nope not found")
+        );
+        let (status, _, body) =
+            request(addr, "/parties/main/a", &[secret, (chain::HEADER, "[[1]]")]).await;
+        assert_eq!(status, http::StatusCode::BAD_REQUEST);
+        assert!(body.starts_with(chain::HEADER), "{body}");
+
+        let mut socket = websocket(addr, Some(SECRET)).await.unwrap();
+        socket
+            .send(PeerFrame::text("over the relay"))
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(GUARD, socket.next()).await.unwrap();
+        assert_eq!(echoed.unwrap().unwrap(), PeerFrame::text("over the relay"));
+    }
+
+    #[tokio::test]
+    async fn a_call_back_into_the_chain_is_a_cycle() {
+        let addr = internal_listener().await;
+        // Another node's room `x`, waited for by `y`, calls `t` here; `t` calls `y`.
+        let chain = Chain(vec![RoomKey::new("main", "x"), RoomKey::new("main", "y")]).encode();
+        let chain = chain.to_str().unwrap();
+        let headers = [(SECRET_HEADER, SECRET), (chain::HEADER, chain)];
+        let (status, _, body) = request(addr, "/parties/main/t?call=y", &headers).await;
+        assert_eq!(status, http::StatusCode::LOOP_DETECTED, "{body}");
+        assert!(body.contains("main/t -> main/y -> main/t"), "{body}");
+        // A call to a room outside the chain goes through; the chain's edges are gone
+        // once the forwarded call ended.
+        let (status, _, body) = request(addr, "/parties/main/t?call=z", &headers).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (http::StatusCode::OK, "z answered 200 OK")
+        );
+        let (status, _, body) =
+            request(addr, "/parties/main/t?call=y", &[(SECRET_HEADER, SECRET)]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (http::StatusCode::OK, "y answered 200 OK")
+        );
+        // A chain through the target itself is refused at once.
+        let own = Chain(vec![RoomKey::new("main", "t")]).encode();
+        let (status, _, _) = request(
+            addr,
+            "/parties/main/t",
+            &[
+                (SECRET_HEADER, SECRET),
+                (chain::HEADER, own.to_str().unwrap()),
+            ],
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::LOOP_DETECTED);
+    }
+}
