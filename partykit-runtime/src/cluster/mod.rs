@@ -28,6 +28,10 @@ pub(crate) struct Peer {
 pub(crate) struct Cluster {
     secret: Arc<str>,
     forwarder: Forwarder,
+    /// Scaffold for the forwarding tests: the rooms other nodes own (the core reads the
+    /// lease table instead).
+    #[cfg(test)]
+    owners: std::sync::Mutex<std::collections::HashMap<crate::storage::RoomKey, Peer>>,
 }
 
 impl Cluster {
@@ -36,7 +40,33 @@ impl Cluster {
         Self {
             forwarder: Forwarder::new(Arc::clone(&secret)),
             secret,
+            #[cfg(test)]
+            owners: Default::default(),
         }
+    }
+
+    /// Scaffold: where `room` of `party` is owned.
+    pub(crate) fn owner_of(&self, party: &str, room: &str) -> crate::room::Location {
+        #[cfg(test)]
+        if let Some(peer) = self
+            .owners
+            .lock()
+            .unwrap()
+            .get(&crate::storage::RoomKey::new(party, room))
+        {
+            return crate::room::Location::Node(peer.clone());
+        }
+        let _ = (party, room);
+        crate::room::Location::Here
+    }
+
+    /// Scaffold for the forwarding tests: `peer` owns `room` of `party`.
+    #[cfg(test)]
+    pub(crate) fn set_owner(&self, party: &str, room: &str, peer: Peer) {
+        self.owners
+            .lock()
+            .unwrap()
+            .insert(crate::storage::RoomKey::new(party, room), peer);
     }
 
     /// The cluster secret.

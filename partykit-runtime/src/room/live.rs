@@ -37,7 +37,6 @@ pub(crate) enum Location {
     /// This node owns the room.
     Here,
     /// Another node does.
-    #[allow(dead_code)] // The core's `locate` answers it.
     Node(crate::cluster::Peer),
 }
 
@@ -178,8 +177,11 @@ impl LiveRooms {
 
     /// Where the room's events go: this node or the owner. Single-node servers: always
     /// `Here`. (Integration scaffold: the lead's core takes or reads the room's lease.)
-    pub(crate) async fn locate(self: &Arc<Self>, _room_id: &str) -> Result<Location, Refused> {
-        Ok(Location::Here)
+    pub(crate) async fn locate(self: &Arc<Self>, room_id: &str) -> Result<Location, Refused> {
+        Ok(match self.cluster() {
+            Some(cluster) => cluster.owner_of(self.party.name(), room_id),
+            None => Location::Here,
+        })
     }
 
     pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {

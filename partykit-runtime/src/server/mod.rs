@@ -72,6 +72,8 @@ pub struct Server {
     cors: Vec<(String, Cors)>,
     crons: Vec<(String, String)>,
     scheduled_token: Option<String>,
+    /// Integration scaffold: the core's `Server::cluster(..)` sets it.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 enum StorageChoice {
@@ -93,6 +95,7 @@ impl Server {
             cors: Vec::new(),
             crons: Vec::new(),
             scheduled_token: None,
+            cluster: None,
         }
     }
 
@@ -345,6 +348,13 @@ impl Server {
         accepted.map_err(ServerError::Serve)
     }
 
+    /// Integration scaffold for the forwarding tests: this server is a node of `cluster`.
+    #[cfg(test)]
+    pub(crate) fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Assembles the server: opens what it reads from disk, registers the parties and
     /// starts the background work. Every task it starts belongs to `tasks`.
     async fn build(self, tasks: Tasks) -> Result<App, ServerError> {
@@ -361,7 +371,7 @@ impl Server {
             parties: Arc::downgrade(&directory),
             room_slots: crate::room::RoomSlots::new(&self.limits),
             tasks: tasks.clone(),
-            cluster: None,
+            cluster: self.cluster.clone(),
         });
         let parties = register_parties(self.parties, &services)?;
         let cors = cors::policies(self.cors, &parties)?;
@@ -389,7 +399,7 @@ impl Server {
             backend: opened.backend,
             _stop_on_drop: tasks.stop_on_drop(),
             tasks,
-            cluster: None,
+            cluster: self.cluster,
         })
     }
 }
