@@ -29,6 +29,9 @@ pub(crate) const SECRET_HEADER: &str = "x-partykit-cluster-secret";
 /// Set by the internal listener on its 421 answers, so that a 421 a room answers itself
 /// is not mistaken for "this node does not own the room".
 pub(crate) const MISDIRECTED_HEADER: &str = "x-partykit-misdirected";
+/// Set by the internal listener on its 508 answers: the call's wait chain closes a cycle
+/// on the owner, and the calling room hears it as the error its own check would give.
+pub(crate) const LOOP_HEADER: &str = "x-partykit-loop-detected";
 /// Set by the internal listener on its 401 answers (a missing or wrong secret): the nodes
 /// are misconfigured, which the client hears as 503, not as a refusal of its own.
 pub(crate) const REFUSED_SECRET_HEADER: &str = "x-partykit-secret-refused";

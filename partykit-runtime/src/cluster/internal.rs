@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::chain::{self, Chain};
-use super::forward::{MISDIRECTED_HEADER, REFUSED_SECRET_HEADER, SECRET_HEADER};
+use super::forward::{LOOP_HEADER, MISDIRECTED_HEADER, REFUSED_SECRET_HEADER, SECRET_HEADER};
 use crate::Response;
 use crate::room::{Location, Refused};
 use crate::server::App;
@@ -94,7 +94,10 @@ async fn handle(
     // Held until the room answered (for a socket: until it accepted the upgrade).
     let _waits = match chain.install(app.directory.waits(), &target) {
         Ok(waits) => waits,
-        Err(cycle) => return crate::parties::loop_detected(&target, &cycle).into_response(),
+        Err(cycle) => {
+            let error = crate::parties::loop_detected(&target, &cycle);
+            return (error.status(), [(LOOP_HEADER, "1")], error.to_string()).into_response();
+        }
     };
     dispatch::owned(app, entry, room, request).await
 }

@@ -47,7 +47,7 @@ pub use socket::StubSocket;
 pub(crate) use waits::{WaitGraph, Waiting};
 
 use crate::cluster::chain::Chain;
-use crate::cluster::forward::{Owner, route};
+use crate::cluster::forward::{self, Owner, route};
 use crate::cluster::relay;
 use crate::room::{Event, LiveRooms};
 use crate::storage::RoomKey;
@@ -195,14 +195,21 @@ impl RoomStub {
         if let Some(cluster) = self.party.rooms.cluster() {
             let forwarder = cluster.forwarder();
             let chain = self.chain();
+            // The room sees the URL it would see in-process (`http://localhost/...`), not
+            // the internal listener's address.
+            let mut forwarded = request.clone();
+            forwarded
+                .headers_mut()
+                .entry(http::header::HOST)
+                .or_insert(http::HeaderValue::from_static("localhost"));
             let routed = route(&self.party.rooms, &self.room, |peer| {
-                let (request, chain) = (request.clone(), &chain);
+                let (request, chain) = (forwarded.clone(), &chain);
                 async move { forwarder.request(&peer, request, chain).await }
             })
             .await;
             match routed {
                 Ok(Owner::Here) => {}
-                Ok(Owner::Remote(response)) => return Ok(response),
+                Ok(Owner::Remote(response)) => return remote_answer(response).await,
                 // As an HTTP client would hear it.
                 Err(error) => return Ok(error.into_response()),
             }
@@ -232,7 +239,12 @@ impl RoomStub {
                 let id = crate::connection::new_id();
                 let uri = socket::remote_uri(&target, &id)?;
                 let (secret, chain) = (cluster.forwarder().secret(), self.chain());
-                let headers = http::HeaderMap::new();
+                // The connection's `uri` is the one an in-process stub connection gets.
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::HOST,
+                    http::HeaderValue::from_static(socket::STUB_HOST),
+                );
                 let routed = route(rooms, &self.room, |peer| {
                     let (uri, headers, chain) = (&uri, &headers, &chain);
                     async move { relay::open(&peer, uri, headers, secret, chain).await }
@@ -288,6 +300,22 @@ impl fmt::Debug for RoomStub {
             .field("room", &self.room)
             .finish()
     }
+}
+
+/// The owner's answer to a forwarded call; a cycle the owner found with the call's wait
+/// chain is the caller's error, as its own check would have made it.
+async fn remote_answer(response: Response) -> Result<Response, Error> {
+    if response.status() != StatusCode::LOOP_DETECTED
+        || !response.headers().contains_key(forward::LOOP_HEADER)
+    {
+        return Ok(response);
+    }
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
+    let message = match http_body_util::BodyExt::collect(body).await {
+        Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        Err(_) => "a call between rooms would deadlock".to_owned(),
+    };
+    Err(Error::with_status(StatusCode::LOOP_DETECTED, message))
 }
 
 /// What a room (or a hook) can reach beyond itself: PartyKit's `room.context`.

@@ -55,6 +55,9 @@ struct Remote {
     closed: bool,
 }
 
+/// The host of a stub connection's `uri`.
+pub(super) const STUB_HOST: &str = "internal";
+
 /// How long a close to the owner's node may take when the socket is closed or dropped.
 const REMOTE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -64,7 +67,7 @@ impl StubSocket {
         room: &str,
         target: &str,
     ) -> Result<Self, Error> {
-        let uri = format!("http://internal{target}");
+        let uri = format!("http://{STUB_HOST}{target}");
         let request = Request::builder()
             .uri(target)
             .header(http::header::UPGRADE, "websocket")

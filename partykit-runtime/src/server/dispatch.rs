@@ -399,31 +399,52 @@ fn room_gone() -> Response {
         .into_response()
 }
 
-/// The internal listener's router over real sockets, on a node whose `locate` answers
-/// `Here` for every room.
+/// The internal listener's router and forwarding between nodes over real sockets. The
+/// nodes run in this process and share no database: which node owns a room is set by
+/// hand (`Cluster::set_owner`), every other room is owned where it is asked for.
 #[cfg(test)]
-mod internal_tests {
+mod cluster_tests {
     use std::net::SocketAddr;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use futures_util::{SinkExt, StreamExt};
     use http_body_util::BodyExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::{self as ts, Message as PeerFrame};
 
     use crate::cluster::chain::{self, Chain};
     use crate::cluster::forward::{REFUSED_SECRET_HEADER, SECRET_HEADER};
-    use crate::cluster::{Cluster, internal};
+    use crate::cluster::{Cluster, Peer, internal};
     use crate::storage::RoomKey;
     use crate::tasks::Tasks;
-    use crate::{Connection, Error, Message, Request, Room, Server, party};
+    use crate::{
+        Before, Connection, ConnectionContext, Error, Lobby, Message, Request, Room, Server, party,
+    };
 
     const SECRET: &str = "s3cret";
     /// A hang guard, never a measure.
     const GUARD: Duration = Duration::from_secs(30);
 
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
     #[party(name = "main")]
     struct Probe {
         room: Room,
+    }
+
+    fn node_of(env: &crate::Env) -> String {
+        env.get_str("NODE").unwrap_or("-").to_owned()
+    }
+
+    fn text_of(message: Option<Message>) -> String {
+        match message {
+            Some(Message::Text(text)) => text.to_string(),
+            other => format!("{other:?}"),
+        }
     }
 
     #[party]
@@ -432,43 +453,120 @@ mod internal_tests {
             Probe { room }
         }
 
+        async fn on_before_request(mut request: Request, lobby: &Lobby) -> Result<Before, Error> {
+            let node = node_of(lobby.env());
+            request
+                .headers_mut()
+                .insert("x-hooked-on", node.parse().map_err(Error::new)?);
+            Ok(Before::Forward(request))
+        }
+
+        async fn on_connect(
+            &mut self,
+            connection: &Connection,
+            _ctx: &ConnectionContext,
+        ) -> Result<(), Error> {
+            let node = node_of(self.room.env());
+            let _ = connection.send(format!(
+                "{} welcomes {} on {node}",
+                self.room.id(),
+                connection.id()
+            ));
+            Ok(())
+        }
+
         async fn on_request(&mut self, request: Request) -> Result<String, Error> {
-            if let Some(target) = request.query("call") {
-                let main = self.room.context().parties().get("main").unwrap();
-                let body = Request::builder().body("")?;
-                let answer = main.get(&target).fetch("", body).await?;
-                return Ok(format!("{target} answered {}", answer.status()));
+            let main = self.room.context().parties().get("main").unwrap();
+            // `?call=a,b`: call `a`, which calls `b`.
+            if let Some(calls) = request.query("call") {
+                let calls = calls.into_owned();
+                let (target, rest) = calls.split_once(',').unwrap_or((&calls, ""));
+                let path = match rest {
+                    "" => String::new(),
+                    rest => format!("/next?call={rest}"),
+                };
+                let answer = main
+                    .get(target)
+                    .fetch(&path, Request::builder().body("")?)
+                    .await?;
+                let status = answer.status();
+                let body = answer.into_body().collect().await.map_err(Error::msg)?;
+                let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+                return Ok(format!("{target} answered {status}: {body}"));
+            }
+            if let Some(target) = request.query("socket") {
+                let mut socket = main.get(&target).socket("").await?;
+                let greeting = text_of(socket.recv().await?);
+                socket.send("ping").await?;
+                let echo = text_of(socket.recv().await?);
+                let id = socket.id().to_owned();
+                socket.close().await;
+                return Ok(format!("{id}: {greeting}; {echo}"));
             }
             Ok(format!(
-                "{} {} {}",
+                "{} on {}: {} {} hooked on {}",
                 self.room.id(),
+                node_of(self.room.env()),
                 request.url(),
-                request.header("x-user").unwrap_or_default()
+                request.header("x-user").unwrap_or_default(),
+                request.header("x-hooked-on").unwrap_or_default(),
             ))
         }
 
         async fn on_message(&mut self, message: Message, sender: &Connection) -> Result<(), Error> {
+            if let Message::Text(text) = &message
+                && let Some(code) = text.strip_prefix("close:")
+            {
+                let _ = sender.close(code.parse().unwrap(), "closed by the room");
+                return Ok(());
+            }
             let _ = sender.send(message);
             Ok(())
         }
     }
 
-    async fn internal_listener() -> SocketAddr {
-        let mut app = Server::new()
-            .party::<Probe>()
-            .in_memory()
-            .no_env_file()
-            .build(Tasks::new())
-            .await
-            .unwrap();
-        app.cluster = Some(std::sync::Arc::new(Cluster::new(std::sync::Arc::from(
-            SECRET,
-        ))));
-        let router = internal::router(std::sync::Arc::new(app));
+    struct Node {
+        public: SocketAddr,
+        internal: SocketAddr,
+        cluster: Arc<Cluster>,
+        _tasks: crate::tasks::StopOnDrop,
+    }
+
+    impl Node {
+        fn peer(&self) -> Peer {
+            Peer {
+                node_id: Arc::from(format!("node-{}", self.internal.port())),
+                addr: Arc::from(self.internal.to_string()),
+            }
+        }
+    }
+
+    async fn serve(router: axum::Router) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         addr
+    }
+
+    async fn node(name: &str) -> Node {
+        let cluster = Arc::new(Cluster::new(Arc::from(SECRET)));
+        let tasks = Tasks::new();
+        let app = Server::new()
+            .party::<Probe>()
+            .in_memory()
+            .no_env_file()
+            .var("NODE", name)
+            .with_cluster(Arc::clone(&cluster))
+            .build(tasks.clone())
+            .await
+            .unwrap();
+        let app = Arc::new(app);
+        Node {
+            public: serve(super::router(Arc::clone(&app))).await,
+            internal: serve(internal::router(app)).await,
+            cluster,
+            _tasks: tasks.stop_on_drop(),
+        }
     }
 
     async fn request(
@@ -495,7 +593,11 @@ mod internal_tests {
             .unwrap()
             .unwrap();
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
+        let body = tokio::time::timeout(GUARD, body.collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
         (
             parts.status,
             parts.headers,
@@ -505,16 +607,12 @@ mod internal_tests {
 
     async fn websocket(
         addr: SocketAddr,
+        path: &str,
         secret: Option<&str>,
-    ) -> Result<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        ts::Error,
-    > {
+    ) -> Result<Socket, ts::Error> {
         let mut request = http::Request::builder()
-            .uri(format!("ws://{addr}/parties/main/sock"))
-            .header("host", addr.to_string())
+            .uri(format!("ws://{addr}{path}"))
+            .header("host", "public.example")
             .header("connection", "Upgrade")
             .header("upgrade", "websocket")
             .header("sec-websocket-version", "13")
@@ -526,23 +624,31 @@ mod internal_tests {
         Ok(tokio::time::timeout(GUARD, connect).await.unwrap()?.0)
     }
 
+    async fn next(socket: &mut Socket) -> PeerFrame {
+        tokio::time::timeout(GUARD, socket.next())
+            .await
+            .expect("a frame within the guard")
+            .expect("a frame")
+            .expect("no error")
+    }
+
     #[tokio::test]
     async fn without_the_secret_or_with_a_wrong_one_everything_is_401() {
-        let addr = internal_listener().await;
+        let b = node("b").await;
         for path in ["/parties/main/a", "/parties/nope/a", "/elsewhere"] {
             for headers in [
                 vec![],
                 vec![(SECRET_HEADER, "wrong")],
                 vec![(SECRET_HEADER, "")],
             ] {
-                let (status, response_headers, body) = request(addr, path, &headers).await;
+                let (status, response_headers, body) = request(b.internal, path, &headers).await;
                 assert_eq!(status, http::StatusCode::UNAUTHORIZED, "{path} {headers:?}");
                 assert_eq!(body, "internal listener: missing or wrong cluster secret");
                 assert!(response_headers.contains_key(REFUSED_SECRET_HEADER));
             }
         }
         for secret in [None, Some("wrong")] {
-            match websocket(addr, secret).await {
+            match websocket(b.internal, "/parties/main/sock", secret).await {
                 Err(ts::Error::Http(response)) => {
                     assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
                 }
@@ -553,61 +659,73 @@ mod internal_tests {
 
     #[tokio::test]
     async fn with_the_secret_the_room_answers_without_hooks() {
-        let addr = internal_listener().await;
+        let b = node("b").await;
         let secret = (SECRET_HEADER, SECRET);
-        let (status, _, body) =
-            request(addr, "/parties/main/a?q=1", &[secret, ("x-user", "ada")]).await;
+        let (status, _, body) = request(
+            b.internal,
+            "/parties/main/a?q=1",
+            &[secret, ("x-user", "ada")],
+        )
+        .await;
         assert_eq!(status, http::StatusCode::OK);
         // `host` came with the request: the room sees the public URL.
-        assert_eq!(body, "a http://public.example/parties/main/a?q=1 ada");
-        let (status, _, _) = request(addr, "/elsewhere", &[secret]).await;
+        assert_eq!(
+            body,
+            "a on b: http://public.example/parties/main/a?q=1 ada hooked on "
+        );
+        let (status, _, _) = request(b.internal, "/elsewhere", &[secret]).await;
         assert_eq!(status, http::StatusCode::NOT_FOUND);
-        let (status, _, body) = request(addr, "/parties/nope/a", &[secret]).await;
+        let (status, _, body) = request(b.internal, "/parties/nope/a", &[secret]).await;
         assert_eq!(
             (status, body.as_str()),
             (http::StatusCode::NOT_FOUND, "Party nope not found")
         );
-        let (status, _, body) =
-            request(addr, "/parties/main/a", &[secret, (chain::HEADER, "[[1]]")]).await;
+        let (status, _, body) = request(
+            b.internal,
+            "/parties/main/a",
+            &[secret, (chain::HEADER, "[[1]]")],
+        )
+        .await;
         assert_eq!(status, http::StatusCode::BAD_REQUEST);
         assert!(body.starts_with(chain::HEADER), "{body}");
 
-        let mut socket = websocket(addr, Some(SECRET)).await.unwrap();
-        socket
-            .send(PeerFrame::text("over the relay"))
+        let mut socket = websocket(b.internal, "/parties/main/sock?_pk=me", Some(SECRET))
             .await
             .unwrap();
-        let echoed = tokio::time::timeout(GUARD, socket.next()).await.unwrap();
-        assert_eq!(echoed.unwrap().unwrap(), PeerFrame::text("over the relay"));
+        assert_eq!(
+            next(&mut socket).await,
+            PeerFrame::text("sock welcomes me on b")
+        );
+        socket.send(PeerFrame::text("direct")).await.unwrap();
+        assert_eq!(next(&mut socket).await, PeerFrame::text("direct"));
     }
 
     #[tokio::test]
-    async fn a_call_back_into_the_chain_is_a_cycle() {
-        let addr = internal_listener().await;
+    async fn a_chain_that_the_target_calls_back_into_is_a_cycle() {
+        let b = node("b").await;
         // Another node's room `x`, waited for by `y`, calls `t` here; `t` calls `y`.
         let chain = Chain(vec![RoomKey::new("main", "x"), RoomKey::new("main", "y")]).encode();
         let chain = chain.to_str().unwrap();
         let headers = [(SECRET_HEADER, SECRET), (chain::HEADER, chain)];
-        let (status, _, body) = request(addr, "/parties/main/t?call=y", &headers).await;
+        let (status, _, body) = request(b.internal, "/parties/main/t?call=y", &headers).await;
         assert_eq!(status, http::StatusCode::LOOP_DETECTED, "{body}");
         assert!(body.contains("main/t -> main/y -> main/t"), "{body}");
         // A call to a room outside the chain goes through; the chain's edges are gone
         // once the forwarded call ended.
-        let (status, _, body) = request(addr, "/parties/main/t?call=z", &headers).await;
-        assert_eq!(
-            (status, body.as_str()),
-            (http::StatusCode::OK, "z answered 200 OK")
-        );
-        let (status, _, body) =
-            request(addr, "/parties/main/t?call=y", &[(SECRET_HEADER, SECRET)]).await;
-        assert_eq!(
-            (status, body.as_str()),
-            (http::StatusCode::OK, "y answered 200 OK")
-        );
+        let (status, _, body) = request(b.internal, "/parties/main/t?call=z", &headers).await;
+        assert_eq!(status, http::StatusCode::OK);
+        assert!(body.starts_with("z answered 200 OK: z on b"), "{body}");
+        let (status, _, _) = request(
+            b.internal,
+            "/parties/main/t?call=y",
+            &[(SECRET_HEADER, SECRET)],
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::OK);
         // A chain through the target itself is refused at once.
         let own = Chain(vec![RoomKey::new("main", "t")]).encode();
         let (status, _, _) = request(
-            addr,
+            b.internal,
             "/parties/main/t",
             &[
                 (SECRET_HEADER, SECRET),
@@ -616,5 +734,103 @@ mod internal_tests {
         )
         .await;
         assert_eq!(status, http::StatusCode::LOOP_DETECTED);
+    }
+
+    #[tokio::test]
+    async fn a_request_through_another_node_reaches_the_owner_after_the_first_nodes_hooks() {
+        let (a, b) = (node("a").await, node("b").await);
+        a.cluster.set_owner("main", "r", b.peer());
+        let (status, _, body) =
+            request(a.public, "/parties/main/r/x?q=1", &[("x-user", "ada")]).await;
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(
+            body,
+            "r on b: http://public.example/parties/main/r/x?q=1 ada hooked on a"
+        );
+        let (_, _, body) = request(a.public, "/parties/main/s", &[]).await;
+        assert_eq!(
+            body,
+            "s on a: http://public.example/parties/main/s  hooked on a"
+        );
+        // A forged chain or secret from a client is not forwarded.
+        let (status, _, body) = request(
+            a.public,
+            "/parties/main/r",
+            &[(chain::HEADER, "not json"), (SECRET_HEADER, "guess")],
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_through_another_node_is_relayed_to_the_owner() {
+        let (a, b) = (node("a").await, node("b").await);
+        a.cluster.set_owner("main", "r", b.peer());
+        let mut socket = websocket(a.public, "/parties/main/r?_pk=ada", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut socket).await,
+            PeerFrame::text("r welcomes ada on b")
+        );
+        socket.send(PeerFrame::text("text")).await.unwrap();
+        assert_eq!(next(&mut socket).await, PeerFrame::text("text"));
+        let binary = bytes::Bytes::from_static(&[1, 2, 3]);
+        socket
+            .send(PeerFrame::Binary(binary.clone()))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut socket).await, PeerFrame::Binary(binary));
+        socket.send(PeerFrame::text("close:4321")).await.unwrap();
+        assert_eq!(
+            next(&mut socket).await,
+            PeerFrame::Close(Some(CloseFrame {
+                code: CloseCode::from(4321),
+                reason: "closed by the room".into(),
+            }))
+        );
+    }
+
+    #[tokio::test]
+    async fn rooms_call_rooms_of_other_nodes() {
+        let (a, b) = (node("a").await, node("b").await);
+        a.cluster.set_owner("main", "r", b.peer());
+        let (status, _, body) = request(a.public, "/parties/main/p?call=r", &[]).await;
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(
+            body,
+            "r answered 200 OK: r on b: http://localhost/parties/main/r  hooked on "
+        );
+        let (status, _, body) = request(a.public, "/parties/main/p?socket=r", &[]).await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+        let (id, rest) = body.split_once(": ").unwrap();
+        assert_eq!(rest, format!("r welcomes {id} on b; ping"));
+    }
+
+    #[tokio::test]
+    async fn a_cycle_across_nodes_is_508() {
+        let (a, b) = (node("a").await, node("b").await);
+        a.cluster.set_owner("main", "r", b.peer());
+        b.cluster.set_owner("main", "p", a.peer());
+        // p (on a) calls r (on b), which calls p back.
+        let (status, _, body) = request(a.public, "/parties/main/p?call=r,p", &[]).await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+        assert!(
+            body.starts_with("r answered 508 Loop Detected: calling main/p would deadlock"),
+            "{body}"
+        );
+        // Through three rooms: p (a) -> r (b) -> q (a) -> p.
+        b.cluster.set_owner("main", "q", a.peer());
+        let (_, _, body) = request(a.public, "/parties/main/p?call=r,q,p", &[]).await;
+        assert!(
+            body.starts_with("r answered 200 OK: q answered 508 Loop Detected"),
+            "{body}"
+        );
+        // Without a cycle the same rooms answer.
+        let (_, _, body) = request(a.public, "/parties/main/p?call=r,q", &[]).await;
+        assert!(
+            body.starts_with("r answered 200 OK: q answered 200 OK: q on a"),
+            "{body}"
+        );
     }
 }
