@@ -94,6 +94,9 @@ impl Forwarder {
             Err(response) => return Ok(response),
         };
         prepare_headers(&mut parts.headers, &self.secret, chain);
+        // The body is sent whole: its length is the body's, whatever a hook left in the
+        // header.
+        parts.headers.remove(header::CONTENT_LENGTH);
         let request = http::Request::from_parts(parts, Full::new(body));
         let timeout = self.response_timeout;
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {

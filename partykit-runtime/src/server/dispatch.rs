@@ -833,4 +833,50 @@ mod cluster_tests {
             "{body}"
         );
     }
+
+    #[tokio::test]
+    async fn a_room_that_keeps_moving_or_an_unreachable_owner_is_503() {
+        let (a, b) = (node("a").await, node("b").await);
+        // Each node thinks the other owns `r`: every attempt is misdirected.
+        a.cluster.set_owner("main", "r", b.peer());
+        b.cluster.set_owner("main", "r", a.peer());
+        let (status, _, body) = request(a.public, "/parties/main/r", &[]).await;
+        assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "the room r changed owner 3 times while this request was routed; try again"
+        );
+        match websocket(a.public, "/parties/main/r", None).await {
+            Err(ts::Error::Http(response)) => {
+                assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+            }
+            other => panic!("expected a 503, got {other:?}"),
+        }
+        // An owner that is gone.
+        let gone = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let dead = Peer {
+            node_id: Arc::from("node-dead"),
+            addr: Arc::from(gone.to_string()),
+        };
+        a.cluster.set_owner("main", "d", dead);
+        let (status, _, body) = request(a.public, "/parties/main/d", &[]).await;
+        assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with(&format!(
+                "the room's node node-dead ({gone}) is unreachable"
+            )),
+            "{body}"
+        );
+        match websocket(a.public, "/parties/main/d", None).await {
+            Err(ts::Error::Http(response)) => {
+                assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+                let body = String::from_utf8(response.into_body().unwrap()).unwrap();
+                assert!(body.contains("is unreachable"), "{body}");
+            }
+            other => panic!("expected a 503, got {other:?}"),
+        }
+    }
 }
