@@ -103,23 +103,26 @@ impl Schedule {
 }
 
 impl ClockTask {
-    /// Runs the clock until `stopping`: loads the alarms stored before a restart (those
-    /// due meanwhile fire at once), then fires due alarms into the parties' rooms.
+    /// Runs the clock until `stopping`: loads the alarms stored before a restart from
+    /// `stored` (those due meanwhile fire at once), then fires due alarms into the
+    /// parties' rooms.
     pub(crate) async fn run(
         self,
         parties: HashMap<&'static str, Arc<LiveRooms>>,
-        backend: Arc<dyn Backend>,
+        stored: Option<Arc<dyn Backend>>,
         stopping: CancellationToken,
     ) {
         let mut schedule = Schedule::default();
-        match stopping.run_until_cancelled(backend.alarms()).await {
-            None => return,
-            Some(Ok(stored)) => {
-                for (room, time) in stored {
-                    schedule.set(room, Some(time), Some(time));
+        if let Some(backend) = stored {
+            match stopping.run_until_cancelled(backend.alarms()).await {
+                None => return,
+                Some(Ok(stored)) => {
+                    for (room, time) in stored {
+                        schedule.set(room, Some(time), Some(time));
+                    }
                 }
+                Some(Err(error)) => tracing::error!(%error, "cannot load stored alarms"),
             }
-            Some(Err(error)) => tracing::error!(%error, "cannot load stored alarms"),
         }
         let mut deliveries = FuturesUnordered::new();
         loop {
@@ -139,7 +142,7 @@ impl ClockTask {
                 }
                 Some((room, alarm, outcome)) = deliveries.next() => {
                     if let Err(refused) = outcome
-                        && refused != Refused::ShuttingDown
+                        && !matches!(refused, Refused::ShuttingDown | Refused::NotOwner)
                         && !schedule.by_room.contains_key(&room)
                     {
                         // The room could not start now; unless its alarm changed

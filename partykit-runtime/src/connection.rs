@@ -35,6 +35,15 @@ pub mod close_code {
     /// `connection_tags` or `on_connect` failed; the reason is the error's message, or an
     /// error id for an internal error (see [`Error`](crate::Error)).
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// Cluster mode: the room moved to another node (this node lost its lease, or is
+    /// shutting down and handed its rooms off); reconnecting, through any node, reaches
+    /// the new owner. Reason [`MOVED_REASON`] when the room moved, [`SHUTDOWN_REASON`]
+    /// when the node shuts down.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// The close reason sent with [`SERVICE_RESTART`] when the room moved.
+    pub const MOVED_REASON: &str = "The room moved to another node; reconnect";
+    /// The close reason sent with [`SERVICE_RESTART`] when a cluster node shuts down.
+    pub const SHUTDOWN_REASON: &str = "This node is shutting down; reconnect";
     /// The room could not take the connection now (the server is shutting down, or is
     /// at its limit of live rooms): try again later.
     pub const TRY_AGAIN_LATER: u16 = 1013;

@@ -145,6 +145,10 @@ pub use axum::Json;
 pub use axum::response::{IntoResponse, Response};
 pub use http::{Method, StatusCode};
 
+pub use cluster::{
+    CLUSTER_SECRET_VAR, CLUSTER_URL_VAR, ClusterConfig, ClusterConfigError, DEFAULT_LEASE_TTL,
+    LEASE_TTL_VAR, NODE_ADDR_VAR,
+};
 pub use connection::{Connection, ConnectionContext, MAX_CLOSE_REASON, SendError, close_code};
 pub use cron::CronError;
 pub use env::Env;

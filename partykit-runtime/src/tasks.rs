@@ -8,7 +8,9 @@
 //! 2. When every client connection task has ended, **draining**: each room with no open
 //!    socket runs what is left in its mailbox (the `on_close` of its sockets among it),
 //!    hands its last writes to its committer and exits; no new room starts.
-//! 3. When every room and committer has ended, the storage backend is closed.
+//! 3. When every room and committer has ended, **finishing**: the services rooms needed
+//!    until their last commit end (in cluster mode, the lease keeper, which then releases
+//!    this node's leases); then the storage backend is closed.
 //!
 //! Each phase is bounded by what is left of the grace period; when it runs out,
 //! **aborting** stops whatever still runs at its next `.await`.
@@ -27,8 +29,11 @@ pub(crate) struct Tasks {
     connections: TaskTracker,
     /// Everything else: rooms, committers, the alarm clock, cron, internal deliveries.
     background: TaskTracker,
+    /// What rooms need until the last one has stopped (the cluster's lease keeper).
+    last: TaskTracker,
     stopping: CancellationToken,
     draining: CancellationToken,
+    finishing: CancellationToken,
     aborting: CancellationToken,
 }
 
@@ -69,6 +74,20 @@ impl Tasks {
             .spawn(abortable(self.aborting.clone(), task));
     }
 
+    /// Runs `task` until every room has stopped: shutdown cancels
+    /// [`finishing`](Self::finishing) after the background, then waits for it.
+    pub(crate) fn spawn_last<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.last.spawn(abortable(self.aborting.clone(), task));
+    }
+
+    /// Cancelled when every room and committer has ended.
+    pub(crate) fn finishing(&self) -> &CancellationToken {
+        &self.finishing
+    }
+
     /// Cancelled when shutdown begins.
     pub(crate) fn stopping(&self) -> &CancellationToken {
         &self.stopping
@@ -86,6 +105,7 @@ impl Tasks {
         StopOnDrop {
             _stopping: self.stopping.clone().drop_guard(),
             _draining: self.draining.clone().drop_guard(),
+            _finishing: self.finishing.clone().drop_guard(),
         }
     }
 
@@ -98,7 +118,10 @@ impl Tasks {
         self.draining.cancel();
         self.background.close();
         let background_ended = within(deadline, self.background.wait()).await;
-        if connections_ended && background_ended {
+        self.finishing.cancel();
+        self.last.close();
+        let last_ended = within(deadline, self.last.wait()).await;
+        if connections_ended && background_ended && last_ended {
             return true;
         }
         self.aborting.cancel();
@@ -108,6 +131,7 @@ impl Tasks {
         within(abort_grace, async {
             self.connections.wait().await;
             self.background.wait().await;
+            self.last.wait().await;
         })
         .await;
         false
@@ -119,6 +143,7 @@ impl Tasks {
 pub(crate) struct StopOnDrop {
     _stopping: DropGuard,
     _draining: DropGuard,
+    _finishing: DropGuard,
 }
 
 async fn abortable<F: Future<Output = ()>>(aborting: CancellationToken, task: F) {

@@ -24,7 +24,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 pub use tokio_tungstenite::tungstenite;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+mod postgres;
 mod process;
+pub use postgres::{DATABASE_URL_VAR, TestDatabase, TestPostgres};
 pub use process::{ServerProcess, TempDir};
 
 /// The longest any helper waits for something that should happen.

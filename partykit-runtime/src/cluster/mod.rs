@@ -1,86 +1,215 @@
-//! Cluster mode: several nodes serve one set of rooms, each room owned by one node.
+//! Cluster mode: many nodes, one owner per room, on PostgreSQL.
 //!
-//! Integration scaffold for the forwarding modules: the lead's core replaces this file
-//! (leases, membership); the names below are the ones the forwarding code uses.
+//! N copies of the same server run against one PostgreSQL database, which holds room
+//! storage, alarms, room ownership and node membership. Correctness rests on PostgreSQL
+//! transactions and the database clock; there is no consensus protocol of our own.
+//!
+//! - **Membership**: every node has a row in `partykit_nodes` with the address of its
+//!   internal listener, and heartbeats with the database's `now()`.
+//! - **Ownership**: a room is served by the node that holds its lease in
+//!   `partykit_room_leases`. The first event for a room nobody holds takes the lease in
+//!   one statement, which increments the lease's `epoch`: the fencing token. The owner
+//!   renews all its leases in one statement every third of the TTL. Every storage
+//!   commit checks the room's epoch in its own transaction, so a node that lost a room
+//!   (paused, partitioned, slow) can never write after another node took it over.
+//! - **Losing a room** (a renewal that did not succeed before the soft deadline, or a
+//!   fenced commit): the room stops taking events, drops the output it held and closes
+//!   its sockets with 1012 (Service Restart), so clients reconnect through any node to
+//!   the new owner.
+//! - **Routing**: hooks run on the node a client reached; then the event goes to the
+//!   owner, here or over the owner's internal listener (see `docs/CLUSTER.md`).
+//! - **Alarms** live in PostgreSQL: the owner keeps its rooms' alarms on its own clock,
+//!   and every node sweeps for due alarms of rooms nobody holds, takes their lease and
+//!   runs them. `on_cron` runs once per tick cluster-wide (a claimed row per tick).
 
-// Until the core builds a `Cluster` and serves the internal listener, much of
-// forwarding is unreachable in this branch.
-#![allow(dead_code)]
-
-pub(crate) mod chain;
-pub(crate) mod forward;
-pub(crate) mod internal;
-pub(crate) mod relay;
+mod config;
+mod leases;
+mod sweeper;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-pub(crate) use forward::Forwarder;
+use deadpool_postgres::Pool;
+
+pub use config::{
+    CLUSTER_SECRET_VAR, CLUSTER_URL_VAR, ClusterConfig, ClusterConfigError, DEFAULT_LEASE_TTL,
+    LEASE_TTL_VAR, NODE_ADDR_VAR,
+};
+pub(crate) use leases::{Owner, Tenure};
+
+use crate::alarms::AlarmClock;
+use crate::storage::RoomKey;
 
 /// Another node, as the lease table names it: where its internal listener is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Peer {
     pub(crate) node_id: Arc<str>,
-    /// host:port
+    /// `host:port` of the peer's internal listener.
     pub(crate) addr: Arc<str>,
 }
 
-/// This node's part in a cluster.
+/// This node's membership of the cluster: its leases, and the statements that keep
+/// them.
 pub(crate) struct Cluster {
+    node_id: Arc<str>,
+    node_addr: Arc<str>,
     secret: Arc<str>,
-    forwarder: Forwarder,
-    /// Scaffold for the forwarding tests: the rooms other nodes own (the core reads the
-    /// lease table instead).
-    #[cfg(test)]
-    owners: std::sync::Mutex<std::collections::HashMap<crate::storage::RoomKey, Peer>>,
+    ttl: Duration,
+    pool: Pool,
+    leases: leases::Leases,
+    /// Where the stored alarms of rooms this node takes go.
+    alarms: AlarmClock,
+    /// The database answered the last statement that needed it (for the log line at
+    /// each transition).
+    reachable: AtomicBool,
 }
 
 impl Cluster {
-    #[allow(dead_code)] // The lead's core builds it.
-    pub(crate) fn new(secret: Arc<str>) -> Self {
+    pub(crate) fn new(config: &ClusterConfig, pool: Pool, alarms: AlarmClock) -> Self {
         Self {
-            forwarder: Forwarder::new(Arc::clone(&secret)),
-            secret,
-            #[cfg(test)]
-            owners: Default::default(),
+            node_id: crate::connection::new_id().into(),
+            node_addr: config.node_addr.as_str().into(),
+            secret: config.secret.as_str().into(),
+            ttl: config.lease_ttl,
+            pool,
+            leases: leases::Leases::default(),
+            alarms,
+            reachable: AtomicBool::new(true),
         }
     }
 
-    /// Scaffold: where `room` of `party` is owned.
-    pub(crate) fn owner_of(&self, party: &str, room: &str) -> crate::room::Location {
-        #[cfg(test)]
-        if let Some(peer) = self
-            .owners
-            .lock()
-            .unwrap()
-            .get(&crate::storage::RoomKey::new(party, room))
-        {
-            return crate::room::Location::Node(peer.clone());
-        }
-        let _ = (party, room);
-        crate::room::Location::Here
+    /// This node's id: random for every start, so a restarted node never mistakes its
+    /// previous life's leases for its own.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
     }
 
-    /// Scaffold for the forwarding tests: `peer` owns `room` of `party`.
-    #[cfg(test)]
-    pub(crate) fn set_owner(&self, party: &str, room: &str, peer: Peer) {
-        self.owners
-            .lock()
-            .unwrap()
-            .insert(crate::storage::RoomKey::new(party, room), peer);
+    /// `host:port` of this node's internal listener.
+    pub(crate) fn node_addr(&self) -> &str {
+        &self.node_addr
     }
 
-    /// The cluster secret.
+    /// The secret every internal request carries.
     pub(crate) fn secret(&self) -> &str {
         &self.secret
     }
 
-    pub(crate) fn forwarder(&self) -> &Forwarder {
-        &self.forwarder
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.ttl
     }
+
+    /// Registers this node; refuses to start when the database cannot be reached.
+    pub(crate) async fn join(&self) -> Result<(), crate::storage::BackendError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO partykit_nodes (id, internal_addr, heartbeat_at) VALUES ($1, $2, now())",
+                &[&&*self.node_id, &&*self.node_addr],
+            )
+            .await
+            .map_err(|error| unreachable(&error))?;
+        tracing::info!(node = %self.node_id, internal_addr = %self.node_addr, "joined the cluster");
+        Ok(())
+    }
+
+    /// Starts the cluster's work, owned by `tasks`: the sweep for due alarms of rooms
+    /// nobody holds, until shutdown begins; heartbeats, lease renewals and the
+    /// soft-deadline check until the last room has stopped (rooms commit until then, so
+    /// their leases must hold), and then [`leave`](Self::leave).
+    pub(crate) fn start(self: &Arc<Self>, parties: Vec<&'static str>, tasks: &crate::tasks::Tasks) {
+        let sweep = sweeper::sweep(Arc::clone(self), parties);
+        let stopping = tasks.stopping().clone();
+        tasks.spawn(async move {
+            stopping.run_until_cancelled(sweep).await;
+        });
+        let cluster = Arc::clone(self);
+        let finishing = tasks.finishing().clone();
+        tasks.spawn_last(async move {
+            finishing
+                .run_until_cancelled(leases::keep(Arc::clone(&cluster)))
+                .await;
+            cluster.leave().await;
+        });
+    }
+
+    /// Leaves the cluster after the last room stopped: releases every lease this node
+    /// holds (so the rooms come back elsewhere at once, not after the TTL) and removes
+    /// the node's row.
+    async fn leave(&self) {
+        let released = async {
+            let client = self.client().await?;
+            let rooms = client
+                .execute(
+                    "UPDATE partykit_room_leases SET expires_at = now() WHERE node_id = $1 AND expires_at > now()",
+                    &[&&*self.node_id],
+                )
+                .await
+                .map_err(|error| unreachable(&error))?;
+            client
+                .execute(
+                    "DELETE FROM partykit_nodes WHERE id = $1",
+                    &[&&*self.node_id],
+                )
+                .await
+                .map_err(|error| unreachable(&error))?;
+            Ok::<_, crate::storage::BackendError>(rooms)
+        };
+        match tokio::time::timeout(self.ttl, released).await {
+            Ok(Ok(rooms)) => {
+                tracing::info!(node = %self.node_id, rooms, "left the cluster: leases released");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot release this node's leases; they expire after the TTL");
+            }
+            Err(_) => {
+                tracing::warn!("releasing this node's leases timed out; they expire after the TTL")
+            }
+        }
+    }
+
+    /// A pooled connection, or an `unavailable` error.
+    async fn client(&self) -> Result<deadpool_postgres::Object, crate::storage::BackendError> {
+        match self.pool.get().await {
+            Ok(client) => Ok(client),
+            Err(error) => {
+                self.saw_database(false);
+                Err(crate::storage::BackendError::unavailable(format!(
+                    "cannot reach the cluster database: {error}"
+                )))
+            }
+        }
+    }
+
+    /// Logs once at each transition between reachable and unreachable.
+    fn saw_database(&self, reachable: bool) {
+        if self.reachable.swap(reachable, Ordering::AcqRel) != reachable {
+            if reachable {
+                tracing::info!("the cluster database is reachable again");
+            } else {
+                tracing::error!(
+                    "the cluster database is unreachable: writes fail, new rooms are refused, rooms close their sockets with 1012 when their leases cannot be renewed"
+                );
+            }
+        }
+    }
+}
+
+/// A statement failed: the database is down or the connection broke.
+fn unreachable(error: &tokio_postgres::Error) -> crate::storage::BackendError {
+    crate::storage::BackendError::unavailable(format!("cluster database: {error}"))
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("node_addr", &self.node_addr)
+            .finish_non_exhaustive()
     }
+}
+
+/// The key of a lease row.
+fn key_of(party: String, room: String) -> RoomKey {
+    RoomKey::new(party, room)
 }

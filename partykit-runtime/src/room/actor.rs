@@ -67,10 +67,17 @@ impl<P: Party> RoomActor<P> {
         let limits = self.rooms.limits();
         let (idle, hibernate_after) = (limits.room_idle_timeout, limits.hibernate_after);
         let draining = self.rooms.tasks().draining().clone();
+        // Never cancelled outside cluster mode.
+        let lost = self.room.storage().lost().cloned().unwrap_or_default();
         let mut closed = false;
         loop {
             let idle_room = self.sockets == 0 && !closed;
             let event = tokio::select! {
+                biased;
+                () = lost.cancelled() => {
+                    self.give_up();
+                    break;
+                }
                 event = self.mailbox.recv() => match event {
                     Some(event) => event,
                     None => break,
@@ -120,6 +127,44 @@ impl<P: Party> RoomActor<P> {
         self.party = None;
         self.started = false;
         self.room.storage().unload();
+    }
+
+    /// The room was lost to another node (cluster mode): it takes no more events, drops
+    /// the output it held, and closes its sockets with 1012 so their clients reconnect,
+    /// through any node, to the new owner. Events already queued are answered the same
+    /// way rather than run.
+    fn give_up(&mut self) {
+        tracing::warn!(
+            party = self.room.name(),
+            room = self.room.id(),
+            sockets = self.sockets,
+            "the room moved to another node: closing its sockets with 1012"
+        );
+        self.rooms.evict(self.room.id(), self.generation);
+        self.mailbox.close();
+        self.party = None;
+        self.started = false;
+        self.room
+            .storage()
+            .gate()
+            .reset(crate::storage::moved_response);
+        for connection in self.room.get_connections(None) {
+            connection.close_unchecked(close_code::SERVICE_RESTART, close_code::MOVED_REASON);
+        }
+        while let Ok(event) = self.mailbox.try_recv() {
+            match event {
+                Event::Request { reply, .. } => {
+                    let _ = reply.send(crate::storage::moved_response());
+                }
+                Event::Prepare { reply } | Event::Connect { reply, .. } => {
+                    let _ = reply.send(Err(Error::with_status(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "The room moved to another node; try again",
+                    )));
+                }
+                Event::Message { .. } | Event::Closed { .. } | Event::Alarm { .. } => {}
+            }
+        }
     }
 
     /// Leaves the directory; events that slipped in meanwhile go to the room's successor.

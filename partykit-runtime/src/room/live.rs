@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{Event, Room};
 use crate::alarms::AlarmClock;
+use crate::cluster::{Cluster, Owner, Peer, Tenure};
 use crate::parties::{Context, Parties};
 use crate::server::PartyType;
 use crate::storage::{Backend, Mutation, RoomKey, Storage};
@@ -27,18 +28,18 @@ pub(crate) struct Services {
     pub(crate) tasks: Tasks,
     /// The live rooms of every party, against [`Limits::max_rooms`].
     pub(crate) room_slots: Arc<RoomSlots>,
-    /// This node's cluster, in cluster mode.
-    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// In cluster mode, this node's leases: a room starts here only while this node
+    /// holds its lease.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// Where a room's events go.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Location {
-    /// This node owns the room.
+    /// This node serves the room.
     Here,
-    /// Another node does.
-    #[cfg_attr(not(test), allow(dead_code))] // Scaffold: the core's `locate` answers it.
-    Node(crate::cluster::Peer),
+    /// Another node of the cluster owns the room: forward to it.
+    Node(Peer),
 }
 
 /// Counts the live rooms of every party against [`Limits::max_rooms`]: each live room
@@ -89,6 +90,11 @@ pub(crate) enum Refused {
     IdTooLong { length: usize, limit: usize },
     /// The server is shutting down and starts no more rooms.
     ShuttingDown,
+    /// In cluster mode, another node owns the room (for events that cannot be forwarded:
+    /// those of connections of a room this node lost).
+    NotOwner,
+    /// In cluster mode, the cluster database cannot be reached, so no room can start.
+    Unavailable,
 }
 
 impl Refused {
@@ -105,7 +111,9 @@ impl Refused {
     pub(crate) fn into_error(self) -> Error {
         let status = match self {
             Self::IdTooLong { .. } => StatusCode::URI_TOO_LONG,
-            Self::TooManyRooms { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRooms { .. } | Self::ShuttingDown | Self::NotOwner | Self::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         Error::with_status(status, self)
     }
@@ -123,6 +131,10 @@ impl fmt::Display for Refused {
                 "The room id is {length} bytes long; the limit is {limit}"
             ),
             Self::ShuttingDown => f.write_str("The server is shutting down"),
+            Self::NotOwner => f.write_str("The room is served by another node; try again"),
+            Self::Unavailable => f.write_str(
+                "The cluster database is unavailable, so the room cannot start; try again later",
+            ),
         }
     }
 }
@@ -142,6 +154,8 @@ struct Live {
 struct Entry {
     generation: u64,
     mailbox: mpsc::Sender<Event>,
+    /// The epoch of the lease the room was started under, in cluster mode.
+    lease: Option<u64>,
     /// Given back when the entry leaves the map: the room was evicted, or its actor was
     /// found gone.
     _slot: Slot,
@@ -176,19 +190,6 @@ impl LiveRooms {
         &self.services.tasks
     }
 
-    /// Where the room's events go: this node or the owner. Single-node servers: always
-    /// `Here`. (Integration scaffold: the lead's core takes or reads the room's lease.)
-    pub(crate) async fn locate(self: &Arc<Self>, room_id: &str) -> Result<Location, Refused> {
-        Ok(match self.cluster() {
-            Some(cluster) => cluster.owner_of(self.party.name(), room_id),
-            None => Location::Here,
-        })
-    }
-
-    pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
-        self.services.cluster.as_ref()
-    }
-
     /// Delivers `event` to the room, starting it if it is not live. An event that races
     /// with the room's eviction is delivered to its successor. Waits while the room's
     /// mailbox is full.
@@ -209,8 +210,21 @@ impl LiveRooms {
     ) -> impl Future<Output = Result<(), Refused>> + Send + 'a {
         async move {
             let forced = of_a_live_connection(&event);
+            let mut located = false;
             loop {
-                let (generation, mailbox) = self.mailbox(room_id, forced)?;
+                let (generation, mailbox) = match self.mailbox(room_id, forced) {
+                    // Not held here (cluster mode): take the room if nobody serves it.
+                    // A connection of a room this node lost never brings it back: its
+                    // room is elsewhere now.
+                    Err(Refused::NotOwner) if !forced && !located => {
+                        located = true;
+                        match self.locate(room_id).await? {
+                            Location::Here => continue,
+                            Location::Node(_) => return Err(Refused::NotOwner),
+                        }
+                    }
+                    result => result?,
+                };
                 match mailbox.reserve().await {
                     Ok(permit) => {
                         permit.send(event);
@@ -245,6 +259,31 @@ impl LiveRooms {
         }
     }
 
+    /// Where the room's events go: here if the room is live here, or (cluster mode) if
+    /// this node holds its lease or takes it now; else the node that holds it.
+    pub(crate) async fn locate(self: &Arc<Self>, room_id: &str) -> Result<Location, Refused> {
+        let Some(cluster) = &self.services.cluster else {
+            return Ok(Location::Here);
+        };
+        if self.lock().rooms.contains_key(room_id) {
+            return Ok(Location::Here);
+        }
+        let key = RoomKey::new(self.party.name(), room_id);
+        match cluster.acquire(&key).await {
+            Ok(Owner::Here(_)) => Ok(Location::Here),
+            Ok(Owner::Node(peer)) => Ok(Location::Node(peer)),
+            Err(error) => {
+                tracing::warn!(room = %key, %error, "cannot locate the room");
+                Err(Refused::Unavailable)
+            }
+        }
+    }
+
+    /// This node's place in the cluster, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.services.cluster.as_ref()
+    }
+
     fn mailbox(
         self: &Arc<Self>,
         room_id: &str,
@@ -262,6 +301,11 @@ impl LiveRooms {
         if !forced {
             Refused::check_id(room_id, limits)?;
         }
+        let key = RoomKey::new(self.party.name(), room_id);
+        let lease = match &self.services.cluster {
+            None => None,
+            Some(cluster) => Some(cluster.tenure(&key).ok_or(Refused::NotOwner)?),
+        };
         let slot = self
             .services
             .room_slots
@@ -277,16 +321,16 @@ impl LiveRooms {
             Entry {
                 generation,
                 mailbox: sender.clone(),
+                lease: lease.as_ref().map(|lease| lease.epoch),
                 _slot: slot,
             },
         );
-        let key = RoomKey::new(self.party.name(), room_id);
         let parties = Parties::new(directory, Some(key));
         let room = Room::new(
             room_id.to_owned(),
             self.party.name(),
             self.services.env.clone(),
-            self.storage(room_id),
+            self.storage(room_id, lease),
             Context::new(parties),
         );
         self.party.spawn_room(Seed {
@@ -298,7 +342,7 @@ impl LiveRooms {
         Ok((generation, sender))
     }
 
-    fn storage(&self, room_id: &str) -> Storage {
+    fn storage(&self, room_id: &str, lease: Option<Tenure>) -> Storage {
         let alarms = self.services.alarms.clone();
         let on_durable = move |room: &RoomKey, mutations: &[Mutation]| {
             let alarm = mutations.iter().rev().find_map(|mutation| match mutation {
@@ -315,6 +359,7 @@ impl LiveRooms {
             self.services.limits.max_value_size,
             Arc::new(on_durable),
             self.services.tasks.clone(),
+            lease,
         )
     }
 
@@ -327,7 +372,17 @@ impl LiveRooms {
             .is_some_and(|entry| entry.generation == generation)
         {
             // Dropping the entry gives its slot back.
-            live.rooms.remove(room_id);
+            let entry = live.rooms.remove(room_id);
+            if let (Some(cluster), Some(epoch)) =
+                (&self.services.cluster, entry.and_then(|entry| entry.lease))
+            {
+                // The room stopped here: the next event for it may be served anywhere.
+                let cluster = Arc::clone(cluster);
+                let key = RoomKey::new(self.party.name(), room_id);
+                self.services
+                    .tasks
+                    .spawn(async move { cluster.release(&key, epoch).await });
+            }
         }
     }
 

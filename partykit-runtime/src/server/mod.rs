@@ -3,7 +3,7 @@
 mod assets;
 mod body;
 mod cors;
-pub(crate) mod dispatch;
+mod dispatch;
 mod listener;
 mod party_type;
 mod routing;
@@ -25,9 +25,10 @@ pub(crate) use party_type::PartyType;
 use party_type::Typed;
 
 use crate::alarms::AlarmClock;
+use crate::cluster::{Cluster, ClusterConfig, ClusterConfigError};
 use crate::cron::{CronError, Crons};
 use crate::room::{LiveRooms, Services};
-use crate::storage::{Backend, BackendError, MemoryBackend, SqliteBackend};
+use crate::storage::{Backend, BackendError, MemoryBackend, PostgresBackend, SqliteBackend};
 use crate::tasks::{StopOnDrop, Tasks};
 use crate::{Cron, CronLobby, Env, Limits, Party};
 
@@ -72,11 +73,13 @@ pub struct Server {
     cors: Vec<(String, Cors)>,
     crons: Vec<(String, String)>,
     scheduled_token: Option<String>,
-    /// Integration scaffold: the core's `Server::cluster(..)` sets it.
-    cluster: Option<Arc<crate::cluster::Cluster>>,
+    cluster: Option<ClusterConfig>,
 }
 
 enum StorageChoice {
+    /// Nothing chosen: SQLite at [`DEFAULT_PATH`](crate::storage::DEFAULT_PATH), or
+    /// PostgreSQL in cluster mode.
+    Default,
     /// SQLite at this path.
     File(PathBuf),
     Backend(Arc<dyn Backend>),
@@ -89,7 +92,7 @@ impl Server {
             parties: Vec::new(),
             vars: Vec::new(),
             limits: Limits::default(),
-            storage: StorageChoice::File(PathBuf::from(crate::storage::DEFAULT_PATH)),
+            storage: StorageChoice::Default,
             env_file: crate::env::EnvFile::Default,
             assets: assets::Config::default(),
             cors: Vec::new(),
@@ -97,6 +100,37 @@ impl Server {
             scheduled_token: None,
             cluster: None,
         }
+    }
+
+    /// Runs this server as one node of a cluster: N copies of the same server against
+    /// one PostgreSQL database, which keeps room storage, alarms, room ownership and node
+    /// membership. Any node accepts any client; each room is served by the one node that
+    /// holds its lease, and a room whose node dies comes back on another within the lease
+    /// TTL with every acknowledged write. See `docs/CLUSTER.md`.
+    ///
+    /// [`run`](Self::run) turns cluster mode on by itself when `PARTYKIT_CLUSTER_URL` is
+    /// set (see [`ClusterConfig::from_env`]), so any server binary becomes a cluster node
+    /// from the environment alone. Room storage is then PostgreSQL; choosing another
+    /// storage ([`persist`](Self::persist), [`storage`](Self::storage),
+    /// [`in_memory`](Self::in_memory)) makes the server refuse to start.
+    ///
+    /// ```no_run
+    /// # use partykit_runtime::{party, ClusterConfig, Server};
+    /// # #[party] #[derive(Default)] struct Main;
+    /// # #[party] impl Main {}
+    /// # async fn run() -> Result<(), partykit_runtime::ServerError> {
+    /// let secret = std::env::var("CLUSTER_SECRET").expect("shared by every node");
+    /// Server::new()
+    ///     .party::<Main>()
+    ///     .cluster(ClusterConfig::new("postgres://partykit@db/partykit", "10.0.0.7:2999", secret))
+    ///     .listen("0.0.0.0:1999")
+    ///     .await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
     }
 
     /// Declares a cron schedule: the main party's `on_cron` runs at every minute the
@@ -287,14 +321,27 @@ impl Server {
     /// in the router itself; the connection limits (header read and keep-alive timeouts,
     /// head size, connection cap) are the accept loop's, so whoever serves the router
     /// sets its own.
+    ///
+    /// Cluster mode needs the server's own listeners (the internal one beside the public
+    /// one): with [`cluster`](Self::cluster) set this refuses with
+    /// [`ServerError::ClusterRouter`]; use [`serve`](Self::serve).
     pub async fn router(self) -> Result<axum::Router, ServerError> {
+        if self.cluster.is_some() {
+            return Err(ServerError::ClusterRouter);
+        }
         Ok(self.build(Tasks::new()).await?.router())
     }
 
     /// Binds to `PARTYKIT_HOST`:`PARTYKIT_PORT` (default `127.0.0.1:1999`) and serves
-    /// until SIGINT or SIGTERM.
-    pub async fn run(self) -> Result<(), ServerError> {
+    /// until SIGINT or SIGTERM. With `PARTYKIT_CLUSTER_URL` set (and no
+    /// [`cluster`](Self::cluster) given in code), the server runs as a cluster node
+    /// configured by [`ClusterConfig::from_env`]; a missing or invalid cluster variable
+    /// refuses to start with [`ServerError::Cluster`] naming it.
+    pub async fn run(mut self) -> Result<(), ServerError> {
         let addr = addr_from_env()?;
+        if self.cluster.is_none() {
+            self.cluster = ClusterConfig::from_env().map_err(ServerError::Cluster)?;
+        }
         self.listen(addr).await
     }
 
@@ -335,7 +382,7 @@ impl Server {
         let accepted = tokio::select! {
             result = accepting.as_mut() => result,
             () = shutdown => {
-                tracing::info!("shutting down: closing sockets with 1001");
+                tracing::info!("shutting down: closing sockets");
                 tasks.stopping().cancel();
                 accepting.await
             }
@@ -348,20 +395,35 @@ impl Server {
         accepted.map_err(ServerError::Serve)
     }
 
-    /// Integration scaffold for the forwarding tests: this server is a node of `cluster`.
-    #[cfg(test)]
-    pub(crate) fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
-        self.cluster = Some(cluster);
-        self
-    }
-
     /// Assembles the server: opens what it reads from disk, registers the parties and
     /// starts the background work. Every task it starts belongs to `tasks`.
     async fn build(self, tasks: Tasks) -> Result<App, ServerError> {
         tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
         let crons = Arc::new(Crons::parse(self.crons).map_err(ServerError::InvalidCron)?);
-        let opened = open_resources(self.env_file, self.vars, self.assets, self.storage).await?;
+        if let Some(config) = &self.cluster {
+            config.validate().map_err(ServerError::Cluster)?;
+        }
+        let (storage, cluster_pool) = match (&self.cluster, self.storage) {
+            (None, storage) => (storage, None),
+            (Some(config), StorageChoice::Default) => {
+                let postgres = PostgresBackend::connect(&config.url)
+                    .await
+                    .map_err(ServerError::Storage)?;
+                let pool = postgres.pool().clone();
+                (StorageChoice::Backend(Arc::new(postgres)), Some(pool))
+            }
+            (Some(_), _) => return Err(ServerError::ClusterStorage),
+        };
+        let opened = open_resources(self.env_file, self.vars, self.assets, storage).await?;
         let (alarms, clock) = AlarmClock::new();
+        let cluster = match (&self.cluster, cluster_pool) {
+            (Some(config), Some(pool)) => {
+                let cluster = Arc::new(Cluster::new(config, pool, alarms.clone()));
+                cluster.join().await.map_err(ServerError::Storage)?;
+                Some(cluster)
+            }
+            _ => None,
+        };
         let directory = Arc::new(crate::parties::Directory::default());
         let services = Arc::new(Services {
             env: opened.env.clone(),
@@ -371,7 +433,7 @@ impl Server {
             parties: Arc::downgrade(&directory),
             room_slots: crate::room::RoomSlots::new(&self.limits),
             tasks: tasks.clone(),
-            cluster: self.cluster.clone(),
+            cluster: cluster.clone(),
         });
         let parties = register_parties(self.parties, &services)?;
         let cors = cors::policies(self.cors, &parties)?;
@@ -381,8 +443,21 @@ impl Server {
             .collect();
         directory.fill(rooms.clone());
         let stopping = tasks.stopping().clone();
-        tasks.spawn(clock.run(rooms, Arc::clone(&opened.backend), stopping));
-        spawn_crons(&tasks, &crons, &parties, &opened.env, &directory);
+        // In a cluster the stored alarms are every node's: this node's clock learns those
+        // of the rooms it takes, and the sweeper finds those nobody holds.
+        let stored = cluster.is_none().then(|| Arc::clone(&opened.backend));
+        tasks.spawn(clock.run(rooms, stored, stopping));
+        if let Some(cluster) = &cluster {
+            cluster.start(parties.keys().copied().collect(), &tasks);
+        }
+        spawn_crons(
+            &tasks,
+            &crons,
+            &parties,
+            &opened.env,
+            &directory,
+            cluster.as_ref(),
+        );
         Ok(App {
             parties,
             scheduled_token: self
@@ -397,9 +472,9 @@ impl Server {
             bodies: body::BodyBudget::new(&self.limits),
             limits: Arc::new(self.limits),
             backend: opened.backend,
+            cluster,
             _stop_on_drop: tasks.stop_on_drop(),
             tasks,
-            cluster: self.cluster,
         })
     }
 }
@@ -421,6 +496,9 @@ async fn open_resources(
         let env = crate::env::load(&env_file, vars)?;
         let assets = assets::Assets::open(assets)?;
         let backend: Arc<dyn Backend> = match storage {
+            StorageChoice::Default => Arc::new(
+                SqliteBackend::open(crate::storage::DEFAULT_PATH).map_err(ServerError::Storage)?,
+            ),
             StorageChoice::File(path) => {
                 Arc::new(SqliteBackend::open(&path).map_err(ServerError::Storage)?)
             }
@@ -476,6 +554,7 @@ fn spawn_crons(
     parties: &HashMap<&'static str, PartyEntry>,
     env: &Env,
     directory: &Arc<crate::parties::Directory>,
+    cluster: Option<&Arc<Cluster>>,
 ) {
     let main = parties
         .get("main")
@@ -499,10 +578,18 @@ fn spawn_crons(
     };
     let runs = tasks.clone();
     let stopping = tasks.stopping().clone();
+    let cluster = cluster.cloned();
     tasks.spawn(async move {
         let schedule = crons.run(|name, cron, scheduled_time| {
             let (main, lobby) = (Arc::clone(&main), lobby.clone());
+            let cluster = cluster.clone();
             runs.spawn(async move {
+                // In a cluster, one node runs each tick: the one whose claim lands.
+                if let Some(cluster) = cluster
+                    && !cluster.claim_cron_tick(&name, scheduled_time).await
+                {
+                    return;
+                }
                 let cron = Cron {
                     name,
                     cron,
@@ -553,6 +640,15 @@ pub enum ServerError {
     Storage(BackendError),
     /// The server was built outside a Tokio runtime.
     NoRuntime,
+    /// A cluster setting ([`Server::cluster`], or the `PARTYKIT_CLUSTER_*` environment
+    /// variables) is missing or invalid; the error names the variable.
+    Cluster(ClusterConfigError),
+    /// Cluster mode keeps room storage in its PostgreSQL database, but another storage
+    /// was chosen.
+    ClusterStorage,
+    /// [`Server::router`] was called in cluster mode, which needs the server's own
+    /// listeners.
+    ClusterRouter,
     /// A line of the project variables file ([`Server::env_file`], `.env` by default)
     /// is malformed.
     EnvFile {
@@ -602,6 +698,13 @@ impl fmt::Display for ServerError {
             Self::Bind(error) => write!(f, "cannot bind the server's address: {error}"),
             Self::Serve(error) => write!(f, "the server failed: {error}"),
             Self::Storage(error) => write!(f, "cannot open storage: {error}"),
+            Self::Cluster(error) => write!(f, "cannot join the cluster: {error}"),
+            Self::ClusterStorage => f.write_str(
+                "cluster mode keeps room storage in the cluster's PostgreSQL database: remove the .persist(..), .storage(..) or .in_memory() call",
+            ),
+            Self::ClusterRouter => f.write_str(
+                "cluster mode serves its internal listener itself: use Server::serve, listen or run instead of Server::router",
+            ),
             Self::NoRuntime => f.write_str(
                 "the server must be built inside a Tokio runtime (e.g. in `#[tokio::main]`)",
             ),
@@ -636,6 +739,7 @@ impl std::error::Error for ServerError {
         match self {
             Self::Bind(error) | Self::Serve(error) => Some(error),
             Self::Storage(error) => Some(error),
+            Self::Cluster(error) => Some(error),
             Self::ReadEnvFile { error, .. } | Self::Assets { error, .. } => Some(error),
             _ => None,
         }
@@ -663,9 +767,9 @@ pub(crate) struct App {
     /// The server-wide budget of buffered request bodies.
     pub(crate) bodies: body::BodyBudget,
     pub(crate) backend: Arc<dyn Backend>,
+    /// This node's place in the cluster, in cluster mode.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     pub(crate) tasks: Tasks,
-    /// This node's cluster, in cluster mode.
-    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     /// A server that is dropped rather than shut down still stops its background work.
     _stop_on_drop: StopOnDrop,
 }

@@ -131,6 +131,7 @@ impl Session {
         let conn = &*connection;
         let abort = pin!(conn.aborted());
         let mut aborted = WakeOnce::new(abort, || conn.is_aborted());
+        let (farewell_code, farewell) = farewell(rooms);
         let mut reader = Reader::new();
         // The inbound message on its way to the room's mailbox, if any.
         let mut delivery = pin!(None::<Event>.map(|event| rooms.send(room, event)));
@@ -138,7 +139,7 @@ impl Session {
             tokio::select! {
                 biased;
                 () = &mut stopping => {
-                    close(socket, close_code::GOING_AWAY, "Server shutting down").await;
+                    close(socket, farewell_code, farewell).await;
                     break End::Closed;
                 }
                 () = &mut aborted => {
@@ -154,6 +155,7 @@ impl Session {
                         &mut stopping,
                         &mut aborted,
                         outbound,
+                        (farewell_code, farewell),
                     );
                     match written.await {
                         Ok(Some(close_frame)) => {
@@ -207,6 +209,7 @@ async fn write(
     stopping: &mut (impl Future<Output = ()> + Unpin),
     aborted: &mut (impl Future<Output = ()> + Unpin),
     first: Outbound,
+    (farewell_code, farewell): (u16, &str),
 ) -> Result<Option<CloseFrame>, End> {
     let batch = async {
         let mut next = Some(first);
@@ -238,11 +241,20 @@ async fn write(
     // The batch borrowed the socket; it is dropped now.
     match interrupted {
         Interrupted::Aborted => abandon(socket).await,
-        Interrupted::Stopping => {
-            close(socket, close_code::GOING_AWAY, "Server shutting down").await;
-        }
+        Interrupted::Stopping => close(socket, farewell_code, farewell).await,
     }
     Err(End::Closed)
+}
+
+/// How sockets close when the server shuts down: 1001 Going Away, or in cluster mode 1012
+/// Service Restart, since the room is served on by another node and the client should
+/// reconnect at once.
+pub(crate) fn farewell(rooms: &LiveRooms) -> (u16, &'static str) {
+    if rooms.cluster().is_some() {
+        (close_code::SERVICE_RESTART, close_code::SHUTDOWN_REASON)
+    } else {
+        (close_code::GOING_AWAY, "Server shutting down")
+    }
 }
 
 /// A wake-up (shutdown, abort) registered once per socket and then checked by its flag.

@@ -216,9 +216,18 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
 }
 
-/// Checks of the [`Backend`] contract, shared by every backend's unit tests.
-#[cfg(test)]
-pub(crate) mod conformance {
+/// Checks of the [`Backend`] contract, for testing a backend of your own.
+///
+/// Each check takes a fresh, empty backend (a new database) and panics, saying what went
+/// wrong, if the backend breaks the contract; call each on its own backend from a
+/// multi-threaded Tokio runtime, e.g.
+/// `conformance::round_trips(Arc::new(MyBackend::open(..)?)).await`. The checks commit at
+/// most a few ten thousand small mutations each.
+///
+/// Available with the runtime's `conformance` feature. The memory and SQLite backends'
+/// unit tests and the PostgreSQL backend's integration tests run every check.
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance {
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -226,12 +235,12 @@ pub(crate) mod conformance {
     use super::{Backend, Mutation, RoomCommit, RoomKey, RoomSnapshot};
 
     /// A put of `value` (as bytes) under `key`.
-    pub(crate) fn put(key: &str, value: &str) -> Mutation {
+    pub fn put(key: &str, value: &str) -> Mutation {
         Mutation::Put(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()))
     }
 
     /// `mutations` as one commit of `room`.
-    pub(crate) fn room_commit(room: &RoomKey, mutations: Vec<Mutation>) -> RoomCommit {
+    pub fn room_commit(room: &RoomKey, mutations: Vec<Mutation>) -> RoomCommit {
         RoomCommit::new(room.clone(), mutations)
     }
 
@@ -257,7 +266,7 @@ pub(crate) mod conformance {
     }
 
     /// Put, overwrite, delete, delete-all and alarms come back from `load` as written.
-    pub(crate) async fn round_trips(backend: Arc<dyn Backend>) {
+    pub async fn round_trips(backend: Arc<dyn Backend>) {
         let backend = &*backend;
         let room = RoomKey::new("main", "round-trips");
         assert_eq!(load_sorted(backend, &room).await, RoomSnapshot::default());
@@ -321,7 +330,7 @@ pub(crate) mod conformance {
 
     /// One commit's mutations apply in their order, and rooms (also of other parties with
     /// the same room id) do not see each other's keys.
-    pub(crate) async fn commit_applies_in_order_and_rooms_are_separate(backend: Arc<dyn Backend>) {
+    pub async fn commit_applies_in_order_and_rooms_are_separate(backend: Arc<dyn Backend>) {
         let backend = &*backend;
         let room = RoomKey::new("main", "r");
         let same_id_other_party = RoomKey::new("other", "r");
@@ -363,7 +372,7 @@ pub(crate) mod conformance {
 
     /// Keys are arbitrary Unicode and come back byte for byte, including the largest
     /// code point, NUL and the empty key.
-    pub(crate) async fn unicode_keys_round_trip(backend: Arc<dyn Backend>) {
+    pub async fn unicode_keys_round_trip(backend: Arc<dyn Backend>) {
         let backend = &*backend;
         let room = RoomKey::new("pärty", "röom/ü 🎉");
         let keys = [
@@ -395,7 +404,7 @@ pub(crate) mod conformance {
     /// Commits of one room issued back to back apply in the order `commit` was called,
     /// whatever order their futures are awaited in, and a commit whose future is dropped
     /// still applies.
-    pub(crate) async fn commits_of_a_room_apply_in_call_order(backend: Arc<dyn Backend>) {
+    pub async fn commits_of_a_room_apply_in_call_order(backend: Arc<dyn Backend>) {
         let room = RoomKey::new("main", "ordered");
         let mut pending: Vec<_> = (0..500)
             .map(|i| {
@@ -436,7 +445,7 @@ pub(crate) mod conformance {
     }
 
     /// A load running beside commits sees each commit whole or not at all.
-    pub(crate) async fn loads_see_whole_commits(backend: Arc<dyn Backend>) {
+    pub async fn loads_see_whole_commits(backend: Arc<dyn Backend>) {
         let room = RoomKey::new("main", "atomic");
         let writer = {
             let backend = backend.clone();
@@ -471,7 +480,7 @@ pub(crate) mod conformance {
 
     /// 100 rooms commit 100 times each, concurrently; then every room holds all of its
     /// own writes and `alarms` lists every room's alarm.
-    pub(crate) async fn many_rooms_concurrently(backend: Arc<dyn Backend>) {
+    pub async fn many_rooms_concurrently(backend: Arc<dyn Backend>) {
         const ROOMS: usize = 100;
         const COMMITS: usize = 100;
         let tasks: Vec<_> = (0..ROOMS)
@@ -522,7 +531,7 @@ pub(crate) mod conformance {
     }
 
     /// `alarms` lists exactly the rooms with an alarm set, with its time.
-    pub(crate) async fn alarms_lists_pending_alarms(backend: Arc<dyn Backend>) {
+    pub async fn alarms_lists_pending_alarms(backend: Arc<dyn Backend>) {
         let backend = &*backend;
         assert_eq!(backend.alarms().await.expect("alarms"), Vec::new());
         let a = RoomKey::new("main", "a");

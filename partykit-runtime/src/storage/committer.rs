@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::backend::{Backend, Mutation, RoomCommit, RoomKey};
 use crate::Connection;
+use crate::cluster::Tenure;
 use crate::gate::Gate;
 use crate::tasks::Tasks;
 
@@ -30,6 +31,9 @@ pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
     /// The number of the last commit that finished (durably or not).
     pub(crate) finished: watch::Sender<u64>,
+    /// In cluster mode, the room's lease: its epoch fences every commit, and a fenced
+    /// commit cancels its `lost` token.
+    pub(crate) lease: Option<Tenure>,
 }
 
 /// What a request whose answer waited for a commit that was dropped (written on top of
@@ -43,12 +47,35 @@ pub(crate) fn failure() -> axum::response::Response {
 }
 
 /// What a request whose answer waited for the commit that failed gets: the id the
-/// failure was logged with.
-fn failed_commit(error_id: &str) -> axum::response::Response {
+/// failure was logged with. 503 when the storage could not be reached (trying again
+/// later may work), else 500.
+fn failed_commit(error_id: &str, unavailable: bool) -> axum::response::Response {
+    let (status, what) = if unavailable {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Storage is unavailable, so a write was not made durable; try again later",
+        )
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "A storage write failed; the room was reset",
+        )
+    };
     (
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         [(crate::ERROR_ID_HEADER, error_id.to_owned())],
-        format!("A storage write failed; the room was reset (error id {error_id})"),
+        format!("{what} (error id {error_id})"),
+    )
+        .into_response()
+}
+
+/// What a request whose answer waited for a commit refused by the lease fence gets: the
+/// room is another node's now, and the same request reaches it there.
+pub(crate) fn moved() -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(http::header::RETRY_AFTER, "1")],
+        "The room moved to another node; try again",
     )
         .into_response()
 }
@@ -90,11 +117,22 @@ pub(crate) fn spawn(
                 shared.finished.send_replace(seq);
                 continue;
             }
-            let commit = RoomCommit::new(room.clone(), mutations);
+            let mut commit = RoomCommit::new(room.clone(), mutations);
+            commit.lease = shared.lease.as_ref().map(|lease| lease.epoch);
             match backend.commit(commit.clone()).await {
                 Ok(()) => {
                     shared.gate.release_through(seq);
                     on_durable(&room, &commit.mutations);
+                }
+                Err(error) if error.is_fenced() => {
+                    // Another node holds the room now: nothing this room holds may be
+                    // sent, and the room stops.
+                    tracing::warn!(room = %room, %error, "a commit was fenced: the room moved to another node");
+                    shared.gate.discard_through(seq, moved);
+                    if let Some(lease) = &shared.lease {
+                        lease.lost.cancel();
+                    }
+                    shared.failed.store(true, Ordering::Release);
                 }
                 Err(error) => {
                     // The requests that waited hear only the id: the detail (a path, a
@@ -109,7 +147,10 @@ pub(crate) fn spawn(
                     // Drop what waited first, then tell the room: anything the room
                     // holds before it sees the flag belongs to the failed state too,
                     // and is dropped when its own commit is discarded.
-                    shared.gate.discard_through(seq, || failed_commit(&error_id));
+                    let unavailable = error.is_unavailable();
+                    shared
+                        .gate
+                        .discard_through(seq, || failed_commit(&error_id, unavailable));
                     shared.failed.store(true, Ordering::Release);
                 }
             }

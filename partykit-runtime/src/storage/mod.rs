@@ -54,6 +54,7 @@ mod backend;
 mod committer;
 mod list;
 mod memory;
+mod postgres;
 mod sqlite;
 mod transaction;
 
@@ -66,14 +67,18 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{mpsc, watch};
 
+#[cfg(any(test, feature = "conformance"))]
+pub use backend::conformance;
 pub use backend::{
     Backend, BackendError, BoxFuture, Durability, Mutation, RoomCommit, RoomKey, RoomSnapshot,
 };
 pub use list::ListOptions;
 pub use memory::{CommitHook, MemoryBackend};
+pub use postgres::{PostgresBackend, PostgresBuilder};
 pub use sqlite::{DEFAULT_PATH, SqliteBackend};
 pub use transaction::Transaction;
 
+pub(crate) use committer::moved as moved_response;
 use committer::{Batch, Shared};
 
 use crate::gate::Gate;
@@ -131,6 +136,7 @@ impl Storage {
         max_value_size: usize,
         on_durable: OnDurable,
         tasks: Tasks,
+        lease: Option<crate::cluster::Tenure>,
     ) -> Self {
         let (finished, finished_rx) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -138,6 +144,7 @@ impl Storage {
             epoch: Default::default(),
             failed: Default::default(),
             finished,
+            lease,
         });
         Self {
             inner: Arc::new(Inner {
@@ -428,6 +435,12 @@ impl Storage {
         }
     }
 
+    /// In cluster mode, cancelled when the room is lost to another node (a fenced commit,
+    /// or a lease that could not be renewed).
+    pub(crate) fn lost(&self) -> Option<&tokio_util::sync::CancellationToken> {
+        self.inner.shared.lease.as_ref().map(|lease| &lease.lost)
+    }
+
     /// The server's task owner, for work a room starts.
     pub(crate) fn tasks(&self) -> &Tasks {
         &self.inner.tasks
@@ -522,7 +535,12 @@ impl Storage {
         if self.lock().is_none() {
             let _loading = self.inner.loading.lock().await;
             if self.lock().is_none() {
-                let snapshot = self.inner.backend.load(&self.inner.room).await?;
+                let snapshot = self
+                    .inner
+                    .backend
+                    .load(&self.inner.room)
+                    .await
+                    .map_err(|error| self.load_failed(error))?;
                 *self.lock() = Some(Cache {
                     entries: snapshot.entries.into_iter().collect(),
                     alarm: snapshot.alarm,
@@ -531,6 +549,19 @@ impl Storage {
             }
         }
         Ok(CacheGuard { guard: self.lock() })
+    }
+
+    /// A backend that cannot be reached now (its database is down) answers 503: the
+    /// same request may succeed later. The detail is for the operator's log.
+    fn load_failed(&self, error: BackendError) -> Error {
+        if !error.is_unavailable() {
+            return Error::new(error);
+        }
+        tracing::warn!(room = %self.inner.room, %error, "cannot load the room's storage");
+        Error::with_status(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "Storage is unavailable; try again later",
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Cache>> {

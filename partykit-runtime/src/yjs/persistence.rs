@@ -221,6 +221,7 @@ mod tests {
             128 * 1024,
             Arc::new(|_, _| {}),
             crate::tasks::Tasks::new(),
+            None,
         )
     }
 
