@@ -318,3 +318,58 @@ async fn a_cycle_across_nodes_is_508() {
         answer.text()
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_owner_or_a_room_that_keeps_moving_is_503() {
+    let Some((a, b, database)) = cluster().await else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let add_node =
+        "INSERT INTO partykit_nodes (id, internal_addr, heartbeat_at) VALUES ($1, $2, now())";
+    let add_lease = "INSERT INTO partykit_room_leases (party, room, node_id, epoch, expires_at) \
+                     VALUES ('main', $1, $2, 1, now() + interval '1 hour')";
+
+    // A node that died holding room `d`, before its lease expired.
+    let gone = free_addr();
+    client
+        .execute(add_node, &[&"dead", &gone.to_string()])
+        .await
+        .unwrap();
+    client.execute(add_lease, &[&"d", &"dead"]).await.unwrap();
+    let answer = a.server.get("/parties/main/d").await;
+    assert_eq!(answer.status, 503);
+    assert!(
+        answer
+            .text()
+            .starts_with(&format!("the room's node dead ({gone}) is unreachable")),
+        "{}",
+        answer.text()
+    );
+    let refused = a.server.refused_upgrade("/parties/main/d").await;
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused.text().contains("is unreachable"),
+        "{}",
+        refused.text()
+    );
+
+    // A lease naming b's internal listener for a room b does not hold: b answers 421
+    // every time, and a gives up after three attempts.
+    client
+        .execute(add_node, &[&"stale", &b.internal.to_string()])
+        .await
+        .unwrap();
+    client.execute(add_lease, &[&"m", &"stale"]).await.unwrap();
+    let answer = a.server.get("/parties/main/m").await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(
+        answer.text(),
+        "the room m changed owner 3 times while this request was routed; try again"
+    );
+    let refused = a.server.refused_upgrade("/parties/main/m").await;
+    assert_eq!(refused.status, 503);
+}
