@@ -22,8 +22,12 @@
 //!   and every node sweeps for due alarms of rooms nobody holds, takes their lease and
 //!   runs them. `on_cron` runs once per tick cluster-wide (a claimed row per tick).
 
+pub(crate) mod chain;
 mod config;
+pub(crate) mod forward;
+pub(crate) mod internal;
 mod leases;
+pub(crate) mod relay;
 mod sweeper;
 
 use std::sync::Arc;
@@ -36,6 +40,7 @@ pub use config::{
     CLUSTER_SECRET_VAR, CLUSTER_URL_VAR, ClusterConfig, ClusterConfigError, DEFAULT_LEASE_TTL,
     LEASE_TTL_VAR, NODE_ADDR_VAR,
 };
+pub(crate) use forward::Forwarder;
 pub(crate) use leases::{Owner, Tenure};
 
 use crate::alarms::AlarmClock;
@@ -55,6 +60,8 @@ pub(crate) struct Cluster {
     node_id: Arc<str>,
     node_addr: Arc<str>,
     secret: Arc<str>,
+    /// Sends events of rooms other nodes own to their internal listeners.
+    forwarder: Forwarder,
     ttl: Duration,
     pool: Pool,
     leases: leases::Leases,
@@ -67,10 +74,12 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn new(config: &ClusterConfig, pool: Pool, alarms: AlarmClock) -> Self {
+        let secret: Arc<str> = config.secret.as_str().into();
         Self {
             node_id: crate::connection::new_id().into(),
             node_addr: config.node_addr.as_str().into(),
-            secret: config.secret.as_str().into(),
+            forwarder: Forwarder::new(Arc::clone(&secret)),
+            secret,
             ttl: config.lease_ttl,
             pool,
             leases: leases::Leases::default(),
@@ -93,6 +102,11 @@ impl Cluster {
     /// The secret every internal request carries.
     pub(crate) fn secret(&self) -> &str {
         &self.secret
+    }
+
+    /// The client for other nodes' internal listeners.
+    pub(crate) fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
     }
 
     pub(crate) fn lease_ttl(&self) -> Duration {

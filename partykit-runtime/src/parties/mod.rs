@@ -44,8 +44,11 @@ use http::StatusCode;
 use tokio::sync::oneshot;
 
 pub use socket::StubSocket;
-pub(crate) use waits::WaitGraph;
+pub(crate) use waits::{WaitGraph, Waiting};
 
+use crate::cluster::chain::Chain;
+use crate::cluster::forward::{self, Owner, route};
+use crate::cluster::relay;
 use crate::room::{Event, LiveRooms};
 use crate::storage::RoomKey;
 use crate::{Error, Request, Response};
@@ -71,6 +74,23 @@ impl Directory {
     pub(crate) fn fill(&self, parties: HashMap<&'static str, Arc<LiveRooms>>) {
         let _ = self.parties.set(parties);
     }
+
+    /// The server's wait-for graph.
+    pub(crate) fn waits(&self) -> &Arc<WaitGraph> {
+        &self.waits
+    }
+}
+
+/// The error of a call that would close `cycle` (which starts and ends at the caller).
+pub(crate) fn loop_detected(target: &RoomKey, cycle: &[RoomKey]) -> Error {
+    let path: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+    Error::with_status(
+        StatusCode::LOOP_DETECTED,
+        format!(
+            "calling {target} would deadlock: rooms would wait for each other in a cycle ({})",
+            path.join(" -> ")
+        ),
+    )
 }
 
 impl Parties {
@@ -172,6 +192,28 @@ impl RoomStub {
             return Ok(Error::msg("No onRequest handler").into_response());
         }
         let _waiting = self.wait()?;
+        if let Some(cluster) = self.party.rooms.cluster() {
+            let forwarder = cluster.forwarder();
+            let chain = self.chain();
+            // The room sees the URL it would see in-process (`http://localhost/...`), not
+            // the internal listener's address.
+            let mut forwarded = request.clone();
+            forwarded
+                .headers_mut()
+                .entry(http::header::HOST)
+                .or_insert(http::HeaderValue::from_static("localhost"));
+            let routed = route(&self.party.rooms, &self.room, |peer| {
+                let (request, chain) = (forwarded.clone(), &chain);
+                async move { forwarder.request(&peer, request, chain).await }
+            })
+            .await;
+            match routed {
+                Ok(Owner::Here) => {}
+                Ok(Owner::Remote(response)) => return remote_answer(response).await,
+                // As an HTTP client would hear it.
+                Err(error) => return Ok(error.into_response()),
+            }
+        }
         let (reply, response) = oneshot::channel();
         let event = Event::Request { request, reply };
         if let Err(refused) = self.party.rooms.send(&self.room, event).await {
@@ -190,7 +232,31 @@ impl RoomStub {
     pub async fn socket(&self, path: &str) -> Result<StubSocket, Error> {
         let target = self.target(path)?;
         let _waiting = self.wait()?;
-        let socket = StubSocket::open(Arc::clone(&self.party.rooms), &self.room, &target).await?;
+        let rooms = &self.party.rooms;
+        let socket = match rooms.cluster() {
+            None => StubSocket::open(Arc::clone(rooms), &self.room, &target).await?,
+            Some(cluster) => {
+                let id = crate::connection::new_id();
+                let uri = socket::remote_uri(&target, &id)?;
+                let (secret, chain) = (cluster.forwarder().secret(), self.chain());
+                // The connection's `uri` is the one an in-process stub connection gets.
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::HOST,
+                    http::HeaderValue::from_static(socket::STUB_HOST),
+                );
+                let routed = route(rooms, &self.room, |peer| {
+                    let (uri, headers, chain) = (&uri, &headers, &chain);
+                    async move { relay::open(&peer, uri, headers, secret, chain).await }
+                })
+                .await?;
+                match routed {
+                    Owner::Here => StubSocket::open(Arc::clone(rooms), &self.room, &target).await?,
+                    Owner::Remote(Ok(upstream)) => StubSocket::remote(id, upstream, rooms.tasks()),
+                    Owner::Remote(Err(refusal)) => return Err(socket::refused(refusal).await),
+                }
+            }
+        };
         // Awaiting a message from the room is a wait on it too.
         let stub = self.clone();
         Ok(socket.with_waits(move || stub.wait()))
@@ -201,6 +267,15 @@ impl RoomStub {
             return Err(Error::msg("Path must start with /"));
         }
         Ok(format!("/parties/{}/{}{path}", self.party.name, self.room))
+    }
+
+    /// The rooms that wait on a call from this stub's caller: the caller and whoever
+    /// waits for it.
+    fn chain(&self) -> Chain {
+        Chain::of(
+            self.party.parties.caller.as_ref(),
+            &self.party.parties.inner.waits,
+        )
     }
 
     fn wait(&self) -> Result<Option<waits::Waiting>, Error> {
@@ -214,16 +289,7 @@ impl RoomStub {
             .waits
             .wait(caller, &target)
             .map(Some)
-            .map_err(|cycle| {
-                let path: Vec<String> = cycle.iter().map(ToString::to_string).collect();
-                Error::with_status(
-                    StatusCode::LOOP_DETECTED,
-                    format!(
-                        "calling {target} would deadlock: rooms would wait for each other in a cycle ({})",
-                        path.join(" -> ")
-                    ),
-                )
-            })
+            .map_err(|cycle| loop_detected(&target, &cycle))
     }
 }
 
@@ -234,6 +300,22 @@ impl fmt::Debug for RoomStub {
             .field("room", &self.room)
             .finish()
     }
+}
+
+/// The owner's answer to a forwarded call; a cycle the owner found with the call's wait
+/// chain is the caller's error, as its own check would have made it.
+async fn remote_answer(response: Response) -> Result<Response, Error> {
+    if response.status() != StatusCode::LOOP_DETECTED
+        || !response.headers().contains_key(forward::LOOP_HEADER)
+    {
+        return Ok(response);
+    }
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
+    let message = match http_body_util::BodyExt::collect(body).await {
+        Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        Err(_) => "a call between rooms would deadlock".to_owned(),
+    };
+    Err(Error::with_status(StatusCode::LOOP_DETECTED, message))
 }
 
 /// What a room (or a hook) can reach beyond itself: PartyKit's `room.context`.

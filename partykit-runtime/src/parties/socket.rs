@@ -2,22 +2,42 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
-use axum::extract::ws::Message as Frame;
+use axum::extract::ws::{self, Message as Frame};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::{self as ts, Message as PeerFrame};
 
 use super::waits::Waiting;
+use crate::cluster::relay::Upstream;
 use crate::connection::{Outbound, Outlet, new_id};
 use crate::room::{Event, LiveRooms, Refused};
+use crate::tasks::Tasks;
 use crate::{Connection, ConnectionContext, Error, Message, Request};
 
-/// An in-process connection to a room: the room sees an ordinary connection (with
-/// `on_connect`, `on_message`, `on_close`); this side sends and receives its messages.
+/// A connection to a room: the room sees an ordinary connection (with `on_connect`,
+/// `on_message`, `on_close`); this side sends and receives its messages. The room may live
+/// in this process or, in cluster mode, on the node that owns it (then the connection is
+/// a WebSocket to that node).
 ///
 /// Dropping it closes the connection.
 pub struct StubSocket {
     /// Records, while `recv` waits, that the calling room waits for the target room.
     waits: Option<Box<WaitFn>>,
+    inner: Inner,
+}
+
+enum Inner {
+    Local(Local),
+    Remote(Remote),
+}
+
+/// A connection to a room of this process.
+struct Local {
     connection: Connection,
     outlet: Outlet,
     rooms: Arc<LiveRooms>,
@@ -25,13 +45,29 @@ pub struct StubSocket {
     closed: bool,
 }
 
+/// A WebSocket to the internal listener of the node that owns the room.
+struct Remote {
+    id: String,
+    sink: Arc<tokio::sync::Mutex<SplitSink<Upstream, PeerFrame>>>,
+    stream: SplitStream<Upstream>,
+    /// Owns the close a dropped socket still sends.
+    tasks: Tasks,
+    closed: bool,
+}
+
+/// The host of a stub connection's `uri`.
+pub(super) const STUB_HOST: &str = "internal";
+
+/// How long a close to the owner's node may take when the socket is closed or dropped.
+const REMOTE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl StubSocket {
     pub(super) async fn open(
         rooms: Arc<LiveRooms>,
         room: &str,
         target: &str,
     ) -> Result<Self, Error> {
-        let uri = format!("http://internal{target}");
+        let uri = format!("http://{STUB_HOST}{target}");
         let request = Request::builder()
             .uri(target)
             .header(http::header::UPGRADE, "websocket")
@@ -53,12 +89,29 @@ impl StubSocket {
             .map_err(|_| Error::msg("the room stopped before accepting the connection"))??;
         Ok(Self {
             waits: None,
-            connection,
-            outlet,
-            rooms,
-            room: room.to_owned(),
-            closed: false,
+            inner: Inner::Local(Local {
+                connection,
+                outlet,
+                rooms,
+                room: room.to_owned(),
+                closed: false,
+            }),
         })
+    }
+
+    /// A connection over a WebSocket to the room's owner, whose room knows it as `id`.
+    pub(super) fn remote(id: String, upstream: Upstream, tasks: &Tasks) -> Self {
+        let (sink, stream) = upstream.split();
+        Self {
+            waits: None,
+            inner: Inner::Remote(Remote {
+                id,
+                sink: Arc::new(tokio::sync::Mutex::new(sink)),
+                stream,
+                tasks: tasks.clone(),
+                closed: false,
+            }),
+        }
     }
 
     pub(super) fn with_waits(
@@ -71,21 +124,30 @@ impl StubSocket {
 
     /// The connection's id, as the room sees it.
     pub fn id(&self) -> &str {
-        self.connection.id()
+        match &self.inner {
+            Inner::Local(local) => local.connection.id(),
+            Inner::Remote(remote) => &remote.id,
+        }
     }
 
     /// Sends a message to the room (`on_message` runs with it).
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-        if self.closed {
+        let local = match &self.inner {
+            Inner::Local(local) => local,
+            Inner::Remote(remote) => {
+                return remote.send(message.into(), self.waits.as_deref()).await;
+            }
+        };
+        if local.closed {
             return Err(Error::msg("the connection is closed"));
         }
         let event = Event::Message {
-            connection: self.connection.clone(),
+            connection: local.connection.clone(),
             message: message.into(),
         };
-        let Some(event) = self
+        let Some(event) = local
             .rooms
-            .try_send(&self.room, event)
+            .try_send(&local.room, event)
             .map_err(Refused::into_error)?
         else {
             return Ok(());
@@ -96,8 +158,9 @@ impl StubSocket {
             Some(waits) => waits()?,
             None => None,
         };
-        self.rooms
-            .send(&self.room, event)
+        local
+            .rooms
+            .send(&local.room, event)
             .await
             .map_err(Refused::into_error)
     }
@@ -111,9 +174,22 @@ impl StubSocket {
             Some(waits) => waits()?,
             None => None,
         };
-        Ok(self.next().await)
+        match &mut self.inner {
+            Inner::Local(local) => Ok(local.next().await),
+            Inner::Remote(remote) => Ok(remote.next().await),
+        }
     }
 
+    /// Closes the connection; the room's `on_close` runs.
+    pub async fn close(mut self) {
+        match &mut self.inner {
+            Inner::Local(local) => local.finish().await,
+            Inner::Remote(remote) => remote.finish().await,
+        }
+    }
+}
+
+impl Local {
     async fn next(&mut self) -> Option<Message> {
         loop {
             match self.outlet.frames.recv().await? {
@@ -133,11 +209,6 @@ impl StubSocket {
         }
     }
 
-    /// Closes the connection; the room's `on_close` runs.
-    pub async fn close(mut self) {
-        self.finish().await;
-    }
-
     async fn finish(&mut self) {
         if std::mem::replace(&mut self.closed, true) {
             return;
@@ -152,7 +223,80 @@ impl StubSocket {
     }
 }
 
-impl Drop for StubSocket {
+impl Remote {
+    async fn send(&self, message: Message, waits: Option<&WaitFn>) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::msg("the connection is closed"));
+        }
+        let frame = match message {
+            Message::Text(text) => {
+                PeerFrame::Text(ts::Utf8Bytes::try_from(Bytes::from(text)).map_err(Error::new)?)
+            }
+            Message::Binary(bytes) => PeerFrame::Binary(bytes),
+        };
+        let mut sink = self.sink.lock().await;
+        // A socket whose last write could not go out at once (the owner's room does not
+        // read) makes this send wait for the room, which may be waiting for the caller.
+        let ready = std::future::poll_fn(|cx| Poll::Ready(sink.poll_ready_unpin(cx))).await;
+        let _waiting = match waits {
+            Some(waits) if ready.is_pending() => waits()?,
+            _ => None,
+        };
+        sink.send(frame).await.map_err(|error| {
+            Error::msg(format!("the connection to the room's node failed: {error}"))
+        })
+    }
+
+    async fn next(&mut self) -> Option<Message> {
+        if self.closed {
+            return None;
+        }
+        loop {
+            match self.stream.next().await {
+                Some(Ok(PeerFrame::Text(text))) => {
+                    if let Ok(text) = ws::Utf8Bytes::try_from(Bytes::from(text)) {
+                        return Some(Message::Text(text));
+                    }
+                }
+                Some(Ok(PeerFrame::Binary(bytes))) => return Some(Message::Binary(bytes)),
+                Some(Ok(PeerFrame::Ping(_) | PeerFrame::Pong(_) | PeerFrame::Frame(_))) => {}
+                Some(Ok(PeerFrame::Close(_)) | Err(_)) | None => {
+                    self.closed = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn finish(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        let close = async {
+            let _ = self.sink.lock().await.send(PeerFrame::Close(None)).await;
+        };
+        let _ = tokio::time::timeout(REMOTE_CLOSE_TIMEOUT, close).await;
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        // Drop cannot await: a task of the server's tells the owner, so its room runs
+        // `on_close` without waiting for the TCP connection to time out.
+        let sink = Arc::clone(&self.sink);
+        self.tasks.spawn(async move {
+            let close = async {
+                let _ = sink.lock().await.send(PeerFrame::Close(None)).await;
+            };
+            let _ = tokio::time::timeout(REMOTE_CLOSE_TIMEOUT, close).await;
+        });
+    }
+}
+
+impl Drop for Local {
     fn drop(&mut self) {
         if self.closed {
             return;
@@ -180,9 +324,41 @@ type WaitFn = dyn Fn() -> Result<Option<Waiting>, Error> + Send + Sync;
 
 impl fmt::Debug for StubSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StubSocket")
-            .field("room", &self.room)
-            .field("connection", &self.connection)
-            .finish_non_exhaustive()
+        match &self.inner {
+            Inner::Local(local) => f
+                .debug_struct("StubSocket")
+                .field("room", &local.room)
+                .field("connection", &local.connection)
+                .finish_non_exhaustive(),
+            Inner::Remote(remote) => f
+                .debug_struct("StubSocket")
+                .field("id", &remote.id)
+                .field("remote", &true)
+                .finish_non_exhaustive(),
+        }
     }
+}
+
+/// The target with the connection's id as `_pk`, which the owner's room takes as the
+/// connection's id.
+pub(super) fn remote_uri(target: &str, id: &str) -> Result<http::Uri, Error> {
+    let separator = if target.contains('?') { '&' } else { '?' };
+    format!("{target}{separator}_pk={id}")
+        .parse()
+        .map_err(|error| Error::msg(format!("cannot call {target}: {error}")))
+}
+
+/// The error of a socket the owner's node refused, with its status and message.
+pub(super) async fn refused(response: crate::Response) -> Error {
+    let status = response.status();
+    // The owner's refusals are short messages; a larger body is not read.
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
+    let message = match http_body_util::BodyExt::collect(body).await {
+        Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    Error::with_status(
+        status,
+        format!("the room refused the connection: {message}"),
+    )
 }

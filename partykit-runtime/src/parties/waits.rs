@@ -41,6 +41,24 @@ impl WaitGraph {
             to: to.clone(),
         })
     }
+
+    /// Every room that waits for `room`, directly or through others (not `room` itself
+    /// unless it is in a cycle, which `wait` never lets form).
+    pub(crate) fn waiting_on(&self, room: &RoomKey) -> Vec<RoomKey> {
+        let edges = self.edges.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiting = Vec::new();
+        let mut seen = HashSet::from([room.clone()]);
+        let mut frontier = vec![room.clone()];
+        while let Some(awaited) = frontier.pop() {
+            for (from, targets) in edges.iter() {
+                if targets.contains(&awaited) && seen.insert(from.clone()) {
+                    waiting.push(from.clone());
+                    frontier.push(from.clone());
+                }
+            }
+        }
+        waiting
+    }
 }
 
 impl Drop for Waiting {
@@ -109,5 +127,41 @@ mod tests {
         let c_a = graph.wait(&c, &a).unwrap();
         drop((a_b, c_a));
         assert!(graph.edges.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn waiting_on_is_transitive() {
+        let graph = Arc::new(WaitGraph::default());
+        let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"));
+        let _a_b = graph.wait(&a, &b).unwrap();
+        let _b_c = graph.wait(&b, &c).unwrap();
+        let _d_c = graph.wait(&d, &c).unwrap();
+        let mut on_c = graph.waiting_on(&c);
+        on_c.sort_by(|x, y| x.room.cmp(&y.room));
+        assert_eq!(on_c, vec![a.clone(), b.clone(), d.clone()]);
+        assert_eq!(graph.waiting_on(&b), vec![a.clone()]);
+        assert!(graph.waiting_on(&a).is_empty());
+    }
+
+    #[test]
+    fn a_chain_that_waits_for_the_caller_of_the_target_is_a_cycle() {
+        let graph = Arc::new(WaitGraph::default());
+        let (x, y, t) = (key("x"), key("y"), key("t"));
+        // On the owner of `t`: a forwarded call from `x` (which `y` waits for) to `t`.
+        let guards = crate::cluster::chain::Chain(vec![x.clone(), y.clone()])
+            .install(&graph, &t)
+            .unwrap();
+        // `t` calling back into `y` (or `x`) would deadlock across the nodes.
+        let cycle = graph.wait(&t, &y).err().expect("a cycle");
+        assert_eq!(cycle, vec![t.clone(), y.clone(), t.clone()]);
+        assert!(graph.wait(&t, &x).is_err());
+        // A chain through `t` itself is refused at once.
+        assert!(
+            crate::cluster::chain::Chain(vec![t.clone()])
+                .install(&graph, &t)
+                .is_err()
+        );
+        drop(guards);
+        let _t_y = graph.wait(&t, &y).unwrap();
     }
 }

@@ -13,8 +13,11 @@ use http::{Method, StatusCode, header};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
-use super::routing::{self, Target};
+pub(crate) use super::routing::{Target, parse as parse_target};
 use super::{App, PartyEntry, body, socket};
+use crate::cluster::chain::Chain;
+use crate::cluster::forward::{self, Owner};
+use crate::cluster::relay;
 use crate::connection::close_code;
 use crate::room::{Event, Refused};
 use crate::{
@@ -36,7 +39,7 @@ pub(super) fn router(app: Arc<App>) -> axum::Router {
 
 async fn dispatch(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
     let path = request.uri().path().to_owned();
-    match routing::parse(&path) {
+    match parse_target(&path) {
         Some(Target { party, room }) => {
             // partyserver's `cors`: a known party's preflights are answered
             // before its hooks; its non-WebSocket responses, errors included, get the
@@ -75,7 +78,9 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
         match entry.party.before_connect(request, &lobby).await {
             Err(error) => unauthorized(&error, "on_before_connect"),
             Ok(Before::Respond(response)) => response,
-            Ok(Before::Forward(request)) => connect(app, entry, room, request, upgrade).await,
+            Ok(Before::Forward(request)) => {
+                connect_or_relay(app, entry, room, request, upgrade).await
+            }
         }
     } else {
         let request = match body::buffer(request, &app.limits, &app.bodies).await {
@@ -88,16 +93,101 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
             Ok(Before::Forward(_)) if !entry.party.handlers().on_request => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "No onRequest handler").into_response()
             }
-            Ok(Before::Forward(request)) => {
-                let (reply, response) = oneshot::channel();
-                let event = Event::Request { request, reply };
-                if let Err(refused) = entry.rooms.send(room, event).await {
-                    return refused.into_error().into_response();
-                }
-                response.await.unwrap_or_else(|_| room_gone())
-            }
+            Ok(Before::Forward(request)) => deliver_or_forward(entry, room, request).await,
         }
     }
+}
+
+/// After the hooks: the request goes to the room here, or to the node that owns it.
+async fn deliver_or_forward(entry: &PartyEntry, room: &str, request: Request) -> Response {
+    let Some(cluster) = entry.rooms.cluster() else {
+        return deliver(entry, room, request).await;
+    };
+    let forwarder = cluster.forwarder();
+    let chain = Chain::empty();
+    let routed = forward::route(&entry.rooms, room, |peer| {
+        let request = request.clone();
+        let chain = &chain;
+        async move { forwarder.request(&peer, request, chain).await }
+    })
+    .await;
+    match routed {
+        Ok(Owner::Here) => deliver(entry, room, request).await,
+        Ok(Owner::Remote(response)) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// An HTTP request to a room of this node, its hooks done (here or on the node the
+/// client reached).
+async fn deliver(entry: &PartyEntry, room: &str, request: Request) -> Response {
+    if !entry.party.handlers().on_request {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "No onRequest handler").into_response();
+    }
+    let (reply, response) = oneshot::channel();
+    let event = Event::Request { request, reply };
+    if let Err(refused) = entry.rooms.send(room, event).await {
+        return refused.into_error().into_response();
+    }
+    response.await.unwrap_or_else(|_| room_gone())
+}
+
+/// An event another node forwarded to a room this node owns: its hooks ran there, so it
+/// goes to the room as it is (a WebSocket through the same start-then-upgrade path as a
+/// client's).
+pub(crate) async fn owned(
+    app: &App,
+    entry: &PartyEntry,
+    room: &str,
+    request: axum::extract::Request,
+) -> Response {
+    if is_upgrade(&request) {
+        let (mut parts, _body) = request.into_parts();
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
+        connect(app, entry, room, request, upgrade).await
+    } else {
+        match body::buffer(request, &app.limits, &app.bodies).await {
+            Ok(request) => deliver(entry, room, request).await,
+            Err(response) => response,
+        }
+    }
+}
+
+/// After `on_before_connect`: the socket joins the room here, or is relayed to the node
+/// that owns it. The owner's socket opens before the client's upgrade completes, so that
+/// its refusal reaches the client as HTTP.
+async fn connect_or_relay(
+    app: &App,
+    entry: &PartyEntry,
+    room: &str,
+    request: Request,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(cluster) = entry.rooms.cluster() else {
+        return connect(app, entry, room, request, upgrade).await;
+    };
+    let secret = cluster.forwarder().secret();
+    let chain = Chain::empty();
+    let routed = forward::route(&entry.rooms, room, |peer| {
+        let (request, chain) = (&request, &chain);
+        async move { relay::open(&peer, request.uri(), request.headers(), secret, chain).await }
+    })
+    .await;
+    let upstream = match routed {
+        Ok(Owner::Here) => return connect(app, entry, room, request, upgrade).await,
+        Ok(Owner::Remote(Ok(upstream))) => upstream,
+        Ok(Owner::Remote(Err(refusal))) => return refusal,
+        Err(error) => return error.into_response(),
+    };
+    let tasks = app.tasks.clone();
+    let stopping = tasks.stopping().clone();
+    socket::configure(upgrade, &app.limits)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        .on_upgrade(move |client| tasks.track_connection(relay::pump(client, upstream, stopping)))
 }
 
 /// Starts the room (so that a failing `on_start` answers with HTTP, as in PartyKit), then

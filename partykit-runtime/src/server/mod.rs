@@ -3,7 +3,7 @@
 mod assets;
 mod body;
 mod cors;
-mod dispatch;
+pub(crate) mod dispatch;
 mod listener;
 mod party_type;
 mod routing;
@@ -369,15 +369,36 @@ impl Server {
     ) -> Result<(), ServerError> {
         let grace = self.limits.shutdown_grace;
         let tasks = Tasks::new();
-        let app = self.build(tasks.clone()).await?;
+        let app = Arc::new(self.build(tasks.clone()).await?);
         let backend = Arc::clone(&app.backend);
+        // In cluster mode, other nodes send the events of this node's rooms to its
+        // internal listener; it shuts down with the public one.
+        let internal = match &app.cluster {
+            Some(cluster) => {
+                let internal = TcpListener::bind(cluster.node_addr())
+                    .await
+                    .map_err(ServerError::Bind)?;
+                tracing::info!(addr = cluster.node_addr(), "internal listener listening");
+                Some((internal, crate::cluster::internal::router(Arc::clone(&app))))
+            }
+            None => None,
+        };
         let names: Vec<&str> = app.parties.keys().copied().collect();
         match listener.local_addr() {
             Ok(addr) => tracing::info!(%addr, parties = ?names, "partykit server listening"),
             Err(_) => tracing::info!(parties = ?names, "partykit server listening"),
         }
         let limits = Arc::clone(&app.limits);
-        let accepting = listener::accept(listener, app.router(), &limits, &tasks);
+        let public = listener::accept(listener, dispatch::router(app), &limits, &tasks);
+        let accepting = async {
+            match internal {
+                None => public.await,
+                Some((internal, router)) => {
+                    let internal = listener::accept(internal, router, &limits, &tasks);
+                    tokio::try_join!(public, internal).map(|_| ())
+                }
+            }
+        };
         let mut accepting = std::pin::pin!(accepting);
         let accepted = tokio::select! {
             result = accepting.as_mut() => result,
