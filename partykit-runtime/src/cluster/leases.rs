@@ -63,8 +63,9 @@ pub(crate) struct Tenure {
 /// Who serves a room.
 #[derive(Debug)]
 pub(crate) enum Owner {
-    /// This node, from now on.
-    Here(Tenure),
+    /// This node, from now on: the room may start here (its tenure is
+    /// [`Cluster::tenure`]).
+    Here,
     /// Another node.
     Node(Peer),
 }
@@ -108,8 +109,8 @@ impl Cluster {
     /// The database cannot be reached, or the holder is a node that no longer has a row
     /// (its lease has not expired yet): `unavailable`.
     pub(crate) async fn acquire(&self, room: &RoomKey) -> Result<Owner, BackendError> {
-        if let Some(tenure) = self.tenure(room) {
-            return Ok(Owner::Here(tenure));
+        if self.tenure(room).is_some() {
+            return Ok(Owner::Here);
         }
         let lock = {
             let mut acquiring = self
@@ -122,7 +123,7 @@ impl Cluster {
         let owner = {
             let _one_at_a_time = lock.lock().await;
             match self.tenure(room) {
-                Some(tenure) => Ok(Owner::Here(tenure)),
+                Some(_) => Ok(Owner::Here),
                 None => self.take(room).await,
             }
         };
@@ -175,7 +176,7 @@ impl Cluster {
                 self.alarms.set(room.clone(), alarm);
             }
             tracing::debug!(room = %room, epoch, "took the room's lease");
-            return Ok(Owner::Here(tenure));
+            return Ok(Owner::Here);
         }
         match row.get::<_, Option<String>>(3) {
             Some(addr) => Ok(Owner::Node(Peer {
@@ -338,7 +339,7 @@ pub(super) async fn keep(cluster: Arc<Cluster>) {
     loop {
         ticks.tick().await;
         count += 1;
-        if count % 2 == 0 {
+        if count.is_multiple_of(2) {
             match tokio::time::timeout(cluster.ttl / 4, cluster.renew()).await {
                 Ok(Ok(())) => cluster.saw_database(true),
                 Ok(Err(error)) => {

@@ -57,6 +57,8 @@ pub(crate) struct Peer {
 /// This node's membership of the cluster: its leases, and the statements that keep
 /// them.
 pub(crate) struct Cluster {
+    /// Random for every start, so a restarted node never mistakes its previous life's
+    /// leases for its own.
     node_id: Arc<str>,
     node_addr: Arc<str>,
     secret: Arc<str>,
@@ -88,12 +90,6 @@ impl Cluster {
         }
     }
 
-    /// This node's id: random for every start, so a restarted node never mistakes its
-    /// previous life's leases for its own.
-    pub(crate) fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// `host:port` of this node's internal listener.
     pub(crate) fn node_addr(&self) -> &str {
         &self.node_addr
@@ -107,10 +103,6 @@ impl Cluster {
     /// The client for other nodes' internal listeners.
     pub(crate) fn forwarder(&self) -> &Forwarder {
         &self.forwarder
-    }
-
-    pub(crate) fn lease_ttl(&self) -> Duration {
-        self.ttl
     }
 
     /// Registers this node; refuses to start when the database cannot be reached.

@@ -270,7 +270,7 @@ impl LiveRooms {
         }
         let key = RoomKey::new(self.party.name(), room_id);
         match cluster.acquire(&key).await {
-            Ok(Owner::Here(_)) => Ok(Location::Here),
+            Ok(Owner::Here) => Ok(Location::Here),
             Ok(Owner::Node(peer)) => Ok(Location::Node(peer)),
             Err(error) => {
                 tracing::warn!(room = %key, %error, "cannot locate the room");

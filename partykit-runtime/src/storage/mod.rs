@@ -435,15 +435,16 @@ impl Storage {
         }
     }
 
+    /// The server's task owner, for work a room starts.
+    #[cfg(feature = "yjs")]
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.inner.tasks
+    }
+
     /// In cluster mode, cancelled when the room is lost to another node (a fenced commit,
     /// or a lease that could not be renewed).
     pub(crate) fn lost(&self) -> Option<&tokio_util::sync::CancellationToken> {
         self.inner.shared.lease.as_ref().map(|lease| &lease.lost)
-    }
-
-    /// The server's task owner, for work a room starts.
-    pub(crate) fn tasks(&self) -> &Tasks {
-        &self.inner.tasks
     }
 
     /// The room is done with its storage: its committer commits what it was handed and
