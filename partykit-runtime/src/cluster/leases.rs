@@ -16,10 +16,19 @@ use crate::storage::{BackendError, RoomKey};
 /// either way, with the holder's internal address and, when taken, the room's stored
 /// alarm. One statement: the insert-or-update decides, the database's clock judges
 /// expiry.
+///
+/// The row is locked `FOR UPDATE` before it is changed. That waits for every commit
+/// transaction holding the row `FOR KEY SHARE` (the storage backend's fence check), so
+/// the takeover commits only after them and the new owner loads what they wrote, while
+/// a commit that starts later sees the new epoch and is fenced. (The update itself would
+/// only take a lock that does not conflict with the fence's.)
 const ACQUIRE: &str = "
-WITH taken AS (
+WITH locked AS (
+    SELECT 1 FROM partykit_room_leases WHERE party = $1 AND room = $2 FOR UPDATE
+), taken AS (
     INSERT INTO partykit_room_leases AS l (party, room, node_id, epoch, expires_at)
-    VALUES ($1, $2, $3, 1, now() + $4::float8 * interval '1 millisecond')
+    SELECT $1, $2, $3, 1, now() + $4::float8 * interval '1 millisecond'
+    FROM (SELECT count(*) FROM locked) AS after_the_lock
     ON CONFLICT (party, room) DO UPDATE
         SET node_id = excluded.node_id, epoch = l.epoch + 1, expires_at = excluded.expires_at
         WHERE l.expires_at <= now() OR l.node_id = excluded.node_id

@@ -38,10 +38,15 @@ LIMIT $2
 FOR UPDATE OF a SKIP LOCKED";
 
 /// Takes the lease of a room whose alarm was claimed (nobody holds it: checked under the
-/// alarm row's lock; a node that took it meanwhile keeps it).
+/// alarm row's lock; a node that took it meanwhile keeps it). The lease row is locked
+/// `FOR UPDATE` first, for the reason given at the lease module's `ACQUIRE`.
 const TAKE: &str = "
+WITH locked AS (
+    SELECT 1 FROM partykit_room_leases WHERE party = $1 AND room = $2 FOR UPDATE
+)
 INSERT INTO partykit_room_leases AS l (party, room, node_id, epoch, expires_at)
-VALUES ($1, $2, $3, 1, now() + $4::float8 * interval '1 millisecond')
+SELECT $1, $2, $3, 1, now() + $4::float8 * interval '1 millisecond'
+FROM (SELECT count(*) FROM locked) AS after_the_lock
 ON CONFLICT (party, room) DO UPDATE
     SET node_id = excluded.node_id, epoch = l.epoch + 1, expires_at = excluded.expires_at
     WHERE l.expires_at <= now()

@@ -427,7 +427,11 @@ impl Server {
         let (storage, cluster_pool) = match (&self.cluster, self.storage) {
             (None, storage) => (storage, None),
             (Some(config), StorageChoice::Default) => {
-                let postgres = PostgresBackend::connect(&config.url)
+                // A node paused inside a commit must not hold its lease rows' locks
+                // past the point where another node should take its rooms over.
+                let postgres = PostgresBackend::builder(&config.url)
+                    .idle_transaction_timeout(config.lease_ttl / 2)
+                    .connect()
                     .await
                     .map_err(ServerError::Storage)?;
                 let pool = postgres.pool().clone();

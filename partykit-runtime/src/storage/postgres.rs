@@ -30,10 +30,13 @@
 //! mutations) and writes it in one transaction:
 //!
 //! 1. `BEGIN`, and, for commits made in cluster mode ([`RoomCommit::lease`] set), one
-//!    `SELECT … FROM partykit_room_leases … FOR SHARE` of their rooms' leases. The row lock
-//!    keeps a node that takes a room over from committing its new lease until this
-//!    transaction ends; a commit whose room's lease has another epoch (or no lease row)
-//!    fails [`fenced`](BackendError::fenced) and is not written.
+//!    `SELECT … FROM partykit_room_leases … FOR KEY SHARE` of their rooms' leases. A node
+//!    that takes a room over locks its lease row `FOR UPDATE` first, which waits for this
+//!    lock: the takeover cannot commit until this transaction has ended, so the new owner
+//!    loads every write committed under the old epoch. The owner's own renewals (`UPDATE`
+//!    of `expires_at` only) do not conflict with it, so they never wait behind commits. A
+//!    commit whose room's lease has another epoch (or no lease row) fails
+//!    [`fenced`](BackendError::fenced) and is not written.
 //! 2. Each other commit inside its own savepoint, reduced first to its net effect (a
 //!    `DeleteAll`, then one final value or deletion per key, then the last alarm change)
 //!    and written with array parameters, so a commit is at most three statements whatever
@@ -108,6 +111,10 @@ const DEFAULT_POOL_SIZE: usize = 16;
 /// Writer lanes unless told otherwise.
 const DEFAULT_LANES: usize = 4;
 
+/// How long a transaction of ours may wait idle for its client before the database ends
+/// it; see [`PostgresBuilder::idle_transaction_timeout`].
+const DEFAULT_IDLE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// At most this many commits go into one transaction; the rest wait for the next one.
 const MAX_BATCH_COMMITS: usize = 1024;
 
@@ -179,7 +186,7 @@ const SET_ALARM: &str = "INSERT INTO partykit_alarms (party, room, at) VALUES ($
 const CLEAR_ALARM: &str = "DELETE FROM partykit_alarms WHERE party = $1 AND room = $2";
 const LEASES: &str = "SELECT party, room, epoch FROM partykit_room_leases
     WHERE (party, room) IN (SELECT p, r FROM unnest($1::text[], $2::text[]) AS t (p, r))
-    FOR SHARE";
+    FOR KEY SHARE";
 /// One statement, so both parts come from the same snapshot: whole commits only.
 const LOAD: &str = "SELECT key, value, NULL::bigint FROM partykit_kv
         WHERE party = $1 AND room = $2
@@ -267,6 +274,7 @@ pub struct PostgresBuilder {
     pool_size: usize,
     lanes: usize,
     durability: Durability,
+    idle_transaction_timeout: Duration,
 }
 
 impl fmt::Debug for PostgresBuilder {
@@ -276,6 +284,7 @@ impl fmt::Debug for PostgresBuilder {
             .field("pool_size", &self.pool_size)
             .field("lanes", &self.lanes)
             .field("durability", &self.durability)
+            .field("idle_transaction_timeout", &self.idle_transaction_timeout)
             .finish()
     }
 }
@@ -301,6 +310,21 @@ impl PostgresBuilder {
     /// `Off` turn it off for the writer's transactions.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// How long the database lets one of this backend's transactions sit idle, waiting
+    /// for its client, before it ends the session and rolls the transaction back (5 s by
+    /// default; PostgreSQL's `idle_in_transaction_session_timeout`, set on every pooled
+    /// connection).
+    ///
+    /// A writer holds row locks (in cluster mode, its rooms' lease rows) between the
+    /// round trips of a transaction. A process that is paused there (a stop signal, a
+    /// long pause of the machine, a partition) would otherwise keep those locks until it
+    /// resumes, and no other node could take its rooms over. Its commits then fail,
+    /// unacknowledged. Cluster mode sets half the lease TTL.
+    pub fn idle_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_transaction_timeout = timeout;
         self
     }
 
@@ -330,6 +354,15 @@ impl PostgresBuilder {
         if config.get_application_name().is_none() {
             config.application_name("partykit");
         }
+        let idle = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            self.idle_transaction_timeout.as_millis().max(1)
+        );
+        let options = match config.get_options() {
+            Some(given) if !given.is_empty() => format!("{given} {idle}"),
+            _ => idle,
+        };
+        config.options(&options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -405,6 +438,7 @@ impl PostgresBackend {
             pool_size: DEFAULT_POOL_SIZE,
             lanes: DEFAULT_LANES,
             durability: Durability::Full,
+            idle_transaction_timeout: DEFAULT_IDLE_TRANSACTION_TIMEOUT,
         }
     }
 
