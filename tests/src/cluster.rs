@@ -243,11 +243,17 @@ impl TestCluster {
         self.spawn(i).await;
     }
 
-    fn signal(&self, i: usize, signal: &str) {
-        let pid = self.nodes[i]
+    /// The process id of node `i`, if it is running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i]
             .process
             .as_ref()
             .and_then(|process| process.child.id())
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self
+            .pid(i)
             .unwrap_or_else(|| panic!("node {i} is not running"))
             .to_string();
         let status = std::process::Command::new("kill")
