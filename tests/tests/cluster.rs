@@ -302,7 +302,10 @@ async fn a_paused_owner_is_fenced_its_sockets_close_1012_and_nothing_is_lost_or_
             for i in [1, 2] {
                 match increment(&cluster, i, room).await {
                     Ok(value) => return Some((i, value)),
-                    Err(error) => assert_not_hung(&error),
+                    Err(error) => {
+                        assert_not_hung(&error);
+                        eprintln!("while node 0 is paused, node {i}: {error}");
+                    }
                 }
             }
             None
@@ -343,6 +346,82 @@ async fn a_paused_owner_is_fenced_its_sockets_close_1012_and_nothing_is_lost_or_
     assert_eq!(stored, 6, "nothing lost, nothing doubled in storage");
     // Node 0 serves again, now as a non-owner.
     assert_eq!(cluster.owner_of("main", room).await, Some(owner));
+}
+
+#[tokio::test]
+async fn an_owner_paused_in_the_middle_of_writes_does_not_hold_its_rooms_hostage() {
+    let Some((database, cluster)) = three_nodes().await else {
+        return;
+    };
+    let room = "paused-writing";
+    let path = count_path(room);
+    let mut old = connect(&cluster, 0, &path).await;
+    assert_eq!(old.recv_text().await, "0");
+    // A burst of writes, so that the pause lands while the owner's writer is inside a
+    // transaction (between its lease check and its COMMIT).
+    for _ in 0..200 {
+        old.send_text("inc").await;
+    }
+    cluster.stop(0);
+    poll("node 0's lease to expire", RECOVERY, &mut || async {
+        match cluster.owner_of("main", room).await {
+            Some(0) => None,
+            _ => Some(()),
+        }
+    })
+    .await;
+    // Still paused: the room must be served elsewhere, whatever node 0 left open.
+    let refusals = std::sync::Mutex::new(Vec::new());
+    let (node, first) = poll(
+        "another node to serve the room while node 0 is paused",
+        RECOVERY,
+        &mut || async {
+            for i in [1, 2] {
+                match increment(&cluster, i, room).await {
+                    Ok(value) => return Some((i, value)),
+                    Err(error) => {
+                        assert_not_hung(&error);
+                        refusals.lock().expect("refusals").push(error);
+                    }
+                }
+            }
+            None
+        },
+    )
+    .await;
+    println!(
+        "served by node {node} while node 0 was paused; refused before: {:?}",
+        tally(&refusals.lock().expect("refusals"))
+    );
+    let last = increment(&cluster, node, room)
+        .await
+        .expect("a second write");
+    assert_eq!(last, first + 1);
+    cluster.cont(0);
+    // Counts the old owner sent before the pause are acknowledgements of writes the new
+    // owner started from; none may come from a write it made after losing the room.
+    let code = loop {
+        match old.next_within(RECOVERY).await {
+            Some(Some(Ok(partykit_tests::WsMessage::Text(text)))) => {
+                let count: u64 = text.parse().expect("a count");
+                assert!(
+                    count < first,
+                    "the old owner acknowledged {count} after the new owner's {first}"
+                );
+            }
+            Some(Some(Ok(partykit_tests::WsMessage::Close(Some(frame))))) => {
+                break u16::from(frame.code);
+            }
+            Some(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 1012, "the old owner's socket closes with 1012");
+    assert_eq!(
+        stored_count(&database, room).await,
+        last,
+        "the stored count is the new owner's"
+    );
 }
 
 /// The `count` key of a counter room, straight from `partykit_kv` (JSON text).
