@@ -21,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::Peer;
 use super::chain::{self, Chain};
+use super::throttle::Throttle;
 use crate::room::{LiveRooms, Location, Refused};
 use crate::{Error, Request, Response};
 
@@ -173,7 +174,11 @@ pub(crate) fn internal_uri(peer: &Peer, uri: &Uri, scheme: &str) -> Result<Uri, 
 
 /// The 503 a client gets when the owner cannot be reached.
 pub(crate) fn unreachable(peer: &Peer, error: &dyn std::fmt::Display) -> Response {
-    tracing::warn!(node = %peer.node_id, addr = %peer.addr, %error, "forwarding to a node failed");
+    // Clients retry while a dead node's leases run out: one line per second is enough.
+    static FAILURES: Throttle = Throttle::new(Duration::from_secs(1));
+    if let Some(held_back) = FAILURES.admit() {
+        tracing::warn!(node = %peer.node_id, addr = %peer.addr, %error, failed_since_last_log = held_back, "forwarding to a node failed");
+    }
     (
         StatusCode::SERVICE_UNAVAILABLE,
         format!(

@@ -7,18 +7,17 @@
 //! hooks already ran on the first node. The call's wait chain is recorded in this node's
 //! wait graph while the request runs, so cycles across nodes are found (508).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 use http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
-use tokio::time::Instant;
 
 use super::chain::{self, Chain};
 use super::forward::{LOOP_HEADER, MISDIRECTED_HEADER, REFUSED_SECRET_HEADER, SECRET_HEADER};
+use super::throttle::Throttle;
 use crate::Response;
 use crate::room::{Location, Refused};
 use crate::server::App;
@@ -106,16 +105,14 @@ async fn handle(
 struct Guard {
     /// `None`: this node is not in cluster mode, and refuses everything.
     secret: Option<Arc<str>>,
-    last_logged: Mutex<Option<Instant>>,
-    unlogged: AtomicU64,
+    refusals: Throttle,
 }
 
 impl Guard {
     fn new(secret: Option<Arc<str>>) -> Self {
         Self {
             secret,
-            last_logged: Mutex::new(None),
-            unlogged: AtomicU64::new(0),
+            refusals: Throttle::new(REFUSAL_LOG_INTERVAL),
         }
     }
 
@@ -135,17 +132,9 @@ impl Guard {
     }
 
     fn log_refusal(&self, had_secret: bool) {
-        let now = Instant::now();
-        let mut last = self
-            .last_logged
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if last.is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL) {
-            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        let Some(unlogged) = self.refusals.admit() else {
             return;
-        }
-        *last = Some(now);
-        let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+        };
         tracing::warn!(
             secret = if had_secret { "wrong" } else { "missing" },
             refused_since_last_log = unlogged,

@@ -29,6 +29,7 @@ pub(crate) mod internal;
 mod leases;
 pub(crate) mod relay;
 mod sweeper;
+mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
