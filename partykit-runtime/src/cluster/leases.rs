@@ -92,6 +92,11 @@ struct Held {
     /// When the statement that last extended the lease was sent, on this node's
     /// monotonic clock: the lease is valid for at least the TTL after it.
     confirmed: Instant,
+    /// When the lease was taken, and whether a room started under it since: a lease
+    /// taken for an event that then never started its room (refused at the room cap, say)
+    /// is let go after a TTL rather than renewed for ever.
+    taken: Instant,
+    started: bool,
 }
 
 impl Leases {
@@ -101,6 +106,17 @@ impl Leases {
 }
 
 impl Cluster {
+    /// The room's tenure, for a room starting here under it; `None` if this node does
+    /// not hold its lease.
+    pub(crate) fn claim(&self, room: &RoomKey) -> Option<Tenure> {
+        let mut held = self.leases.held();
+        let entry = held
+            .get_mut(room)
+            .filter(|held| !held.tenure.lost.is_cancelled())?;
+        entry.started = true;
+        Some(entry.tenure.clone())
+    }
+
     /// The room's tenure, if this node holds its lease.
     pub(crate) fn tenure(&self, room: &RoomKey) -> Option<Tenure> {
         self.leases
@@ -203,6 +219,8 @@ impl Cluster {
         let held = Held {
             tenure,
             confirmed: sent,
+            taken: sent,
+            started: false,
         };
         if let Some(previous) = self.leases.held().insert(room, held) {
             // An older life of the room here; its epoch is fenced now.
@@ -251,6 +269,17 @@ impl Cluster {
     /// Renews every lease held, and heartbeats; leases missing from the answer were taken
     /// over and are lost.
     async fn renew(&self) -> Result<(), BackendError> {
+        let unused: Vec<(RoomKey, u64)> = self
+            .leases
+            .held()
+            .iter()
+            .filter(|(_, held)| !held.started && held.taken.elapsed() >= self.ttl)
+            .map(|(room, held)| (room.clone(), held.tenure.epoch))
+            .collect();
+        for (room, epoch) in unused {
+            tracing::debug!(room = %room, "releasing the lease of a room that never started here");
+            self.release(&room, epoch).await;
+        }
         let (parties, rooms, epochs): (Vec<String>, Vec<String>, Vec<i64>) = {
             let held = self.leases.held();
             let mut columns = (

@@ -302,10 +302,6 @@ impl LiveRooms {
             Refused::check_id(room_id, limits)?;
         }
         let key = RoomKey::new(self.party.name(), room_id);
-        let lease = match &self.services.cluster {
-            None => None,
-            Some(cluster) => Some(cluster.tenure(&key).ok_or(Refused::NotOwner)?),
-        };
         let slot = self
             .services
             .room_slots
@@ -313,6 +309,11 @@ impl LiveRooms {
             .ok_or(Refused::TooManyRooms {
                 limit: limits.max_rooms,
             })?;
+        // Claimed last: the room starts now, under the lease.
+        let lease = match &self.services.cluster {
+            None => None,
+            Some(cluster) => Some(cluster.claim(&key).ok_or(Refused::NotOwner)?),
+        };
         let generation = live.next_generation;
         live.next_generation += 1;
         let (sender, mailbox) = mpsc::channel(limits.room_mailbox);
