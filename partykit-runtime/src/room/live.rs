@@ -374,9 +374,15 @@ impl LiveRooms {
         {
             // Dropping the entry gives its slot back.
             let entry = live.rooms.remove(room_id);
-            if let (Some(cluster), Some(epoch)) =
-                (&self.services.cluster, entry.and_then(|entry| entry.lease))
-            {
+            // While the server shuts down, a room leaves before its last commits are
+            // durable: its lease is released with every other one once they are (the
+            // cluster's `leave`), or another node could take it and fence them.
+            let draining = self.services.tasks.draining().is_cancelled();
+            if let (Some(cluster), Some(epoch), false) = (
+                &self.services.cluster,
+                entry.and_then(|entry| entry.lease),
+                draining,
+            ) {
                 // The room stopped here: the next event for it may be served anywhere.
                 let cluster = Arc::clone(cluster);
                 let key = RoomKey::new(self.party.name(), room_id);
