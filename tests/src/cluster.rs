@@ -133,7 +133,29 @@ impl TestCluster {
         self.nodes[i].process.is_some()
     }
 
+    /// Starts node `i`. Its ports were free when picked, but another test's process may
+    /// take one before the node binds it: a node that exits before it has joined is
+    /// started again on other free ports, a few times.
     async fn spawn(&mut self, i: usize) {
+        const ATTEMPTS: usize = 4;
+        let mut failures = Vec::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                self.nodes[i].public = free_port();
+                self.nodes[i].internal = free_port();
+            }
+            match self.try_spawn(i).await {
+                Ok(()) => return,
+                Err(why) => {
+                    eprintln!("node {i} did not start (attempt {}): {why}", attempt + 1);
+                    failures.push(why);
+                }
+            }
+        }
+        panic!("node {i} did not start in {ATTEMPTS} attempts: {failures:?}");
+    }
+
+    async fn try_spawn(&mut self, i: usize) -> Result<(), String> {
         assert!(self.nodes[i].process.is_none(), "node {i} is running");
         let since = self.database_now().await;
         let node = &self.nodes[i];
@@ -172,36 +194,45 @@ impl TestCluster {
         let mut line = String::new();
         let read = tokio::time::timeout(NODE_WAIT, stdout.read_line(&mut line)).await;
         let expected = format!("listening on {}", node.public);
-        assert!(
-            matches!(read, Ok(Ok(_))) && line.trim() == expected,
-            "node {i} printed {line:?} ({read:?}), not {expected:?}"
-        );
-        self.nodes[i].process = Some(NodeProcess {
-            child,
-            _stdout: stdout,
-        });
+        if !matches!(read, Ok(Ok(_))) || line.trim() != expected {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(format!("printed {line:?} ({read:?}), not {expected:?}"));
+        }
         // Ready once it has joined: after that, building the server takes no I/O.
-        let internal = self.nodes[i].internal.to_string();
-        let this = &*self;
-        poll(
-            &format!("node {i} to join the cluster"),
-            NODE_WAIT,
-            &mut || {
-                let internal = internal.clone();
-                async move {
-                    let client = this.database().await.ok()?;
-                    let row = client
-                        .query_opt(
-                            "SELECT 1 FROM partykit_nodes WHERE internal_addr = $1 AND started_at >= $2",
-                            &[&internal, &since],
-                        )
-                        .await
-                        .ok()?;
-                    row.map(|_| ())
-                }
-            },
-        )
-        .await;
+        let internal = node.internal.to_string();
+        let deadline = Instant::now() + NODE_WAIT;
+        loop {
+            let joined = match self.database().await {
+                Ok(client) => client
+                    .query_opt(
+                        "SELECT 1 FROM partykit_nodes WHERE internal_addr = $1 AND started_at >= $2",
+                        &[&internal, &since],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some(),
+                Err(_) => false,
+            };
+            if joined {
+                self.nodes[i].process = Some(NodeProcess {
+                    child,
+                    _stdout: stdout,
+                });
+                return Ok(());
+            }
+            // Its internal listener could not bind, say: it exits.
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited with {status} before joining the cluster"));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(format!("did not join the cluster within {NODE_WAIT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGKILL node `i` and waits until it is gone.

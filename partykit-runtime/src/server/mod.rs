@@ -368,21 +368,29 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let grace = self.limits.shutdown_grace;
-        let tasks = Tasks::new();
-        let app = Arc::new(self.build(tasks.clone()).await?);
-        let backend = Arc::clone(&app.backend);
         // In cluster mode, other nodes send the events of this node's rooms to its
-        // internal listener; it shuts down with the public one.
-        let internal = match &app.cluster {
-            Some(cluster) => {
-                let internal = TcpListener::bind(cluster.node_addr())
-                    .await
-                    .map_err(ServerError::Bind)?;
-                tracing::info!(addr = cluster.node_addr(), "internal listener listening");
-                Some((internal, crate::cluster::internal::router(Arc::clone(&app))))
+        // internal listener; it shuts down with the public one. Bound before the node
+        // joins, so that no node advertises an address it cannot serve.
+        let internal = match &self.cluster {
+            Some(config) => {
+                config.validate().map_err(ServerError::Cluster)?;
+                Some(
+                    TcpListener::bind(config.node_addr.as_str())
+                        .await
+                        .map_err(ServerError::Bind)?,
+                )
             }
             None => None,
         };
+        let tasks = Tasks::new();
+        let app = Arc::new(self.build(tasks.clone()).await?);
+        let backend = Arc::clone(&app.backend);
+        let internal = internal.map(|internal| {
+            if let Some(cluster) = &app.cluster {
+                tracing::info!(addr = cluster.node_addr(), "internal listener listening");
+            }
+            (internal, crate::cluster::internal::router(Arc::clone(&app)))
+        });
         let names: Vec<&str> = app.parties.keys().copied().collect();
         match listener.local_addr() {
             Ok(addr) => tracing::info!(%addr, parties = ?names, "partykit server listening"),
