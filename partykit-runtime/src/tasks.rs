@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 /// The server's task owner. Cheap to clone; every clone is the same owner.
 #[derive(Clone, Debug, Default)]
@@ -63,6 +63,14 @@ impl Tasks {
     {
         self.connections
             .track_future(abortable(self.aborting.clone(), task))
+    }
+
+    /// Counts as a client connection until dropped: for a connection whose task starts
+    /// later (an accepted WebSocket upgrade, whose task axum spawns once the 101 is
+    /// out), so that shutdown cannot find the connections gone and drain its room in
+    /// between.
+    pub(crate) fn hold_connection(&self) -> TaskTrackerToken {
+        self.connections.token()
     }
 
     /// Runs `task` in the background: shutdown waits for it after the connections.

@@ -71,8 +71,8 @@ async fn shutdown_runs_every_on_close_and_their_writes_survive_a_restart() {
     }
     server.trigger_shutdown();
     for socket in &mut sockets {
-        let (code, _reason) = socket.closed().await;
-        assert_eq!(code, 1001);
+        let (code, reason) = socket.closed().await;
+        assert_eq!(code, 1001, "{reason}");
     }
     server.stopped().await.expect("serve returned an error");
 

@@ -69,12 +69,10 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
         parties: app.parties(),
     };
     if is_upgrade(&request) {
-        let (mut parts, _body) = request.into_parts();
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
-            Err(rejection) => return rejection.into_response(),
+        let (upgrade, request) = match upgrade_of(request).await {
+            Ok(split) => split,
+            Err(rejection) => return rejection,
         };
-        let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
         match entry.party.before_connect(request, &lobby).await {
             Err(error) => unauthorized(&error, "on_before_connect"),
             Ok(Before::Respond(response)) => response,
@@ -142,12 +140,10 @@ pub(crate) async fn owned(
     request: axum::extract::Request,
 ) -> Response {
     if is_upgrade(&request) {
-        let (mut parts, _body) = request.into_parts();
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
-            Err(rejection) => return rejection.into_response(),
+        let (upgrade, request) = match upgrade_of(request).await {
+            Ok(split) => split,
+            Err(rejection) => return rejection,
         };
-        let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
         connect(app, entry, room, request, upgrade).await
     } else {
         match body::buffer(request, &app.limits, &app.bodies).await {
@@ -183,11 +179,10 @@ async fn connect_or_relay(
         Ok(Owner::Remote(Err(refusal))) => return refusal,
         Err(error) => return error.into_response(),
     };
-    let tasks = app.tasks.clone();
-    let stopping = tasks.stopping().clone();
-    socket::configure(upgrade, &app.limits)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |client| tasks.track_connection(relay::pump(client, upstream, stopping)))
+    let stopping = app.tasks.stopping().clone();
+    socket::accept(upgrade, &app.limits, &app.tasks, move |client| {
+        relay::pump(client, upstream, stopping)
+    })
 }
 
 /// Starts the room (so that a failing `on_start` answers with HTTP, as in PartyKit), then
@@ -223,10 +218,9 @@ async fn connect(
     };
     // Boxed: the socket task's future would otherwise carry the request twice.
     let ctx = Box::new(ConnectionContext { request });
-    let tasks = app.tasks.clone();
-    socket::configure(upgrade, limits)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |websocket| tasks.track_connection(session.run(websocket, ctx)))
+    socket::accept(upgrade, limits, &app.tasks, move |websocket| {
+        session.run(websocket, ctx)
+    })
 }
 
 /// A socket for a room that cannot start now (the room cap, shutdown) is accepted and
@@ -237,13 +231,15 @@ fn refuse_socket(app: &App, upgrade: WebSocketUpgrade, refused: Refused) -> Resp
     if matches!(refused, Refused::IdTooLong { .. }) {
         return refused.into_error().into_response();
     }
-    let tasks = app.tasks.clone();
     let reason = refused.to_string();
-    socket::configure(upgrade, &app.limits).on_upgrade(move |mut websocket| {
-        tasks.track_connection(async move {
+    socket::accept(
+        upgrade,
+        &app.limits,
+        &app.tasks,
+        move |mut websocket| async move {
             socket::close(&mut websocket, close_code::TRY_AGAIN_LATER, &reason).await;
-        })
-    })
+        },
+    )
 }
 
 async fn outside_parties(app: &App, request: axum::extract::Request) -> Response {
@@ -254,30 +250,25 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
         parties: app.parties(),
     };
     if let Some(main) = main.filter(|_| handlers.on_socket && is_upgrade(&request)) {
-        let (mut parts, _body) = request.into_parts();
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
-            Err(rejection) => return rejection.into_response(),
+        let (upgrade, request) = match upgrade_of(request).await {
+            Ok(split) => split,
+            Err(rejection) => return rejection,
         };
-        let request = Request::from(http::Request::from_parts(parts, Bytes::new()));
         let party = Arc::clone(&main.party);
-        let tasks = app.tasks.clone();
-        return socket::configure(upgrade, &app.limits).on_upgrade(move |socket| {
-            tasks.track_connection(async move {
-                let (socket, handed_back) = FetchSocket::new(socket, request);
-                let (code, reason) = match party.socket(socket, &lobby).await {
-                    Ok(()) => (close_code::NORMAL, String::new()),
-                    Err(error) => (
-                        close_code::INTERNAL_ERROR,
-                        error.public("on_socket failed", "on_socket failed").message,
-                    ),
-                };
-                // The hook is done and dropped the socket (unless it took it with
-                // `into_inner`): close it, so the client hears how it ended.
-                if let Ok(mut socket) = handed_back.await {
-                    socket::close(&mut socket, code, &reason).await;
-                }
-            })
+        return socket::accept(upgrade, &app.limits, &app.tasks, move |socket| async move {
+            let (socket, handed_back) = FetchSocket::new(socket, request);
+            let (code, reason) = match party.socket(socket, &lobby).await {
+                Ok(()) => (close_code::NORMAL, String::new()),
+                Err(error) => (
+                    close_code::INTERNAL_ERROR,
+                    error.public("on_socket failed", "on_socket failed").message,
+                ),
+            };
+            // The hook is done and dropped the socket (unless it took it with
+            // `into_inner`): close it, so the client hears how it ended.
+            if let Ok(mut socket) = handed_back.await {
+                socket::close(&mut socket, code, &reason).await;
+            }
         });
     }
     let request = match body::buffer(request, &app.limits, &app.bodies).await {
@@ -358,6 +349,21 @@ async fn scheduled(app: &App, main: &PartyEntry, token: &str, request: &Request)
         Ok(()) => (StatusCode::OK, format!("ran cron {name}: {expression}")).into_response(),
         Err(error) => error.response("on_cron failed"),
     }
+}
+
+/// An upgrade request split into the upgrade and the request the hooks and the room see
+/// (its head, no body); a malformed upgrade gets axum's rejection.
+async fn upgrade_of(
+    request: axum::extract::Request,
+) -> Result<(WebSocketUpgrade, Request), Response> {
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((
+        upgrade,
+        Request::from(http::Request::from_parts(parts, Bytes::new())),
+    ))
 }
 
 /// A WebSocket upgrade, as PartyKit tells it: the `upgrade` header says `websocket`.

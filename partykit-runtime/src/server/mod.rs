@@ -397,6 +397,10 @@ impl Server {
             Err(_) => tracing::info!(parties = ?names, "partykit server listening"),
         }
         let limits = Arc::clone(&app.limits);
+        // Held until shutdown has run its phases: the listeners' routers go when they
+        // stop accepting, and the last `App` dropped would cancel every phase at once
+        // (its stop-on-drop guard), draining rooms whose sockets are still joining.
+        let serving = Arc::clone(&app);
         let public = listener::accept(listener, dispatch::router(app), &limits, &tasks);
         let accepting = async {
             match internal {
@@ -420,6 +424,7 @@ impl Server {
         if !tasks.shut_down(Instant::now() + grace).await {
             tracing::warn!("shutdown took longer than {grace:?}: what was left was stopped");
         }
+        drop(serving);
         backend.close().await;
         accepted.map_err(ServerError::Serve)
     }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Outbound, Outlet, close_code, truncate_reason};
 use crate::room::{Event, LiveRooms};
+use crate::tasks::Tasks;
 use crate::{Connection, ConnectionContext, Error, Limits, Message};
 
 /// How long a closing socket waits for the peer's close frame.
@@ -37,6 +38,31 @@ pub(super) fn configure(upgrade: WebSocketUpgrade, limits: &Limits) -> WebSocket
         .write_buffer_size(16 * 1024)
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_message_size)
+}
+
+/// Completes `upgrade` (sized by [`configure`]) with `run` as the socket's task, owned by
+/// `tasks`. Shutdown counts the socket from this call on, not only once its task has
+/// started, so a socket accepted just before shutdown still joins its room and closes
+/// with the server's farewell.
+pub(super) fn accept<F, Fut>(
+    upgrade: WebSocketUpgrade,
+    limits: &Limits,
+    tasks: &Tasks,
+    run: F,
+) -> axum::response::Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let hold = tasks.hold_connection();
+    let tasks = tasks.clone();
+    configure(upgrade, limits)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
+        .on_upgrade(move |websocket| {
+            let task = tasks.track_connection(run(websocket));
+            drop(hold);
+            task
+        })
 }
 
 pub(super) struct Session {
