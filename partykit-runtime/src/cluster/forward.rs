@@ -269,26 +269,13 @@ fn secret_value(secret: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::test_support::{peer, serve};
     use crate::storage::RoomKey;
     use axum::routing::any;
     use http_body_util::BodyExt;
     use std::net::SocketAddr;
 
     const SECRET: &str = "s3cret";
-
-    async fn serve(router: axum::Router) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        addr
-    }
-
-    fn peer(addr: impl ToString) -> Peer {
-        Peer {
-            node_id: Arc::from("node-b"),
-            addr: Arc::from(addr.to_string()),
-        }
-    }
 
     /// The owner's side: shows what it received, as a room would answer.
     async fn owner() -> SocketAddr {

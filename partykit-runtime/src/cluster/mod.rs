@@ -31,6 +31,31 @@ pub(crate) mod relay;
 mod sweeper;
 mod throttle;
 
+/// What the cluster modules' unit tests share: a local server and a peer naming it.
+#[cfg(test)]
+mod test_support {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use super::Peer;
+
+    /// Serves `router` on a free loopback port, for the test's life.
+    pub(super) async fn serve(router: axum::Router) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        addr
+    }
+
+    /// A peer whose internal listener is at `addr`.
+    pub(super) fn peer(addr: impl ToString) -> Peer {
+        Peer {
+            node_id: Arc::from("node-b"),
+            addr: Arc::from(addr.to_string()),
+        }
+    }
+}
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -296,6 +296,7 @@ mod tests {
 
     use super::*;
     use crate::cluster::forward::{MISDIRECTED_HEADER, SECRET_HEADER};
+    use crate::cluster::test_support::{peer, serve};
     use crate::storage::RoomKey;
 
     const SECRET: &str = "s3cret";
@@ -317,20 +318,6 @@ mod tests {
         seen: mpsc::Sender<Seen>,
         /// Bytes the flooding room has handed to its socket.
         flooded: Arc<AtomicUsize>,
-    }
-
-    async fn serve(router: axum::Router) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        addr
-    }
-
-    fn peer(addr: impl ToString) -> Peer {
-        Peer {
-            node_id: Arc::from("node-b"),
-            addr: Arc::from(addr.to_string()),
-        }
     }
 
     /// The owner's internal listener, as far as the relay can tell: rooms that echo,
