@@ -101,10 +101,14 @@ async fn connect(cluster: &TestCluster, i: usize, path: &str) -> Ws {
 /// Reads the socket until it closes; any count it receives first is a late (and
 /// therefore wrong) acknowledgement.
 async fn close_code(ws: &mut Ws) -> u16 {
-    match ws.ended().await {
+    let code = match ws.ended().await {
         Ended::Closed(code, _) => code,
         other => panic!("expected a close frame, got {other:?}"),
-    }
+    };
+    // One more read sends the reply to the close frame, as a client that reads on does:
+    // the server waits for it before its socket task ends.
+    let _ = ws.next_within(Duration::from_secs(1)).await;
+    code
 }
 
 // ---------------------------------------------------------------------------------------

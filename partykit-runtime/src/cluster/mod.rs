@@ -148,7 +148,7 @@ impl Cluster {
     /// Starts the cluster's work, owned by `tasks`: the sweep for due alarms of rooms
     /// nobody holds, until shutdown begins; heartbeats, lease renewals and the
     /// soft-deadline check until the last room has stopped (rooms commit until then, so
-    /// their leases must hold), and then [`leave`](Self::leave).
+    /// their leases must hold). The server then calls [`leave`](Self::leave).
     pub(crate) fn start(self: &Arc<Self>, parties: Vec<&'static str>, tasks: &crate::tasks::Tasks) {
         let sweep = sweeper::sweep(Arc::clone(self), parties);
         let stopping = tasks.stopping().clone();
@@ -158,17 +158,15 @@ impl Cluster {
         let cluster = Arc::clone(self);
         let finishing = tasks.finishing().clone();
         tasks.spawn_last(async move {
-            finishing
-                .run_until_cancelled(leases::keep(Arc::clone(&cluster)))
-                .await;
-            cluster.leave().await;
+            finishing.run_until_cancelled(leases::keep(cluster)).await;
         });
     }
 
-    /// Leaves the cluster after the last room stopped: releases every lease this node
+    /// Leaves the cluster after the last room stopped, or after shutdown ran out of time
+    /// and stopped what was left (the leases go either way): releases every lease this node
     /// holds (so the rooms come back elsewhere at once, not after the TTL) and removes
     /// the node's row.
-    async fn leave(&self) {
+    pub(crate) async fn leave(&self) {
         let released = async {
             let client = self.client().await?;
             let rooms = client

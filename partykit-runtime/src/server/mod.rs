@@ -424,6 +424,11 @@ impl Server {
         if !tasks.shut_down(Instant::now() + grace).await {
             tracing::warn!("shutdown took longer than {grace:?}: what was left was stopped");
         }
+        // Every room has stopped (or was stopped): hand the rooms off at once rather
+        // than after the lease TTL.
+        if let Some(cluster) = &serving.cluster {
+            cluster.leave().await;
+        }
         drop(serving);
         backend.close().await;
         accepted.map_err(ServerError::Serve)
