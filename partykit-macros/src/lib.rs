@@ -6,26 +6,29 @@
 //!
 //! The macro is a pipeline, one module per step:
 //!
-//! 1. `args`: the attribute's arguments, `#[party(name = "…", crate = "…")]`;
-//! 2. `model`: the item, classified: a struct, or an impl block's constructor, handlers,
+//! 1. `args`: the attribute's arguments, `#[party(name = "…", hibernate, crate = "…")]`;
+//! 2. `parse`: the item, parsed without parsing method bodies, so that a body the user is
+//!    still typing leaves rustc's syntax error as the only error;
+//! 3. `model`: the item, classified: a struct, or an impl block's constructor, handlers,
 //!    static hooks and misspelled handlers, each with its style (class or object) and the
 //!    user's tokens for spans;
-//! 3. `validate`: every check, all pushing into one error collector, so that one compile
+//! 4. `validate`: every check, all pushing into one error collector, so that one compile
 //!    reports every mistake;
-//! 4. `expand`: the generated `impl Party`, inside `const _: () = { … };`, the same for
+//! 5. `expand`: the generated `impl Party`, inside `const _: () = { … };`, the same for
 //!    both styles;
-//! 5. `warnings`: deprecation notes for object-style handlers and `unstable_on_fetch`, as
+//! 6. `warnings`: deprecation notes for object-style handlers and `unstable_on_fetch`, as
 //!    `#[deprecated]` items used in the handlers' bodies (warnings on stable Rust).
 //!
 //! The user's item is always emitted, even when there are errors (unchanged then), so that
-//! one mistake does not cascade into errors about the whole item. The macro never panics
-//! on user input.
+//! one mistake does not cascade into errors about the whole item; with errors, the glue
+//! is a stub that keeps the party a party. The macro never panics on user input.
 
 use proc_macro::TokenStream;
 
 mod args;
 mod expand;
 mod model;
+mod parse;
 mod validate;
 mod warnings;
 
@@ -145,28 +148,27 @@ fn party_tokens(
 ) -> proc_macro2::TokenStream {
     let mut errors = validate::Errors::default();
     let args = args::Args::parse(args, &mut errors);
-    let parsed = match syn::parse2::<syn::Item>(item.clone()) {
-        Ok(parsed) => Some(parsed),
-        Err(error) => {
-            errors.push(error);
-            None
-        }
-    };
-    let target = parsed.clone().map(model::Target::from_item);
+    let input = parse::Input::parse(item.clone());
+    let target = model::Target::from_input(&input);
     if let Some(target) = &target {
         validate::check(&args, target, &mut errors);
     }
-    // Deprecation notes only on an impl block without errors: beside errors, they are noise.
-    let item = match (parsed, &target) {
-        (Some(parsed), Some(model::Target::Impl(party))) if errors.is_empty() => {
+    let (item, source) = match (input, &target) {
+        // Deprecation notes only on an impl block without errors: beside errors, they are
+        // noise.
+        (parse::Input::Impl(block), Some(target @ model::Target::Impl(party)))
+            if errors.is_empty() =>
+        {
             let notes = warnings::notes(party);
-            if notes.is_empty() {
-                item
-            } else {
-                warnings::annotate(parsed, &notes)
-            }
+            (
+                warnings::annotate(block, &notes),
+                expand::Source::Target(target),
+            )
         }
-        _ => item,
+        (_, Some(target)) => (item, expand::Source::Target(target)),
+        // Re-emitted as written: rustc reports its syntax error, once.
+        (parse::Input::Broken(fallback), None) => (item, expand::Source::Fallback(fallback)),
+        (_, None) => (item, expand::Source::Fallback(parse::Fallback::Unknown)),
     };
-    expand::expand(&args, target.as_ref(), item, &errors)
+    expand::expand(&args, source, item, &errors)
 }

@@ -1,4 +1,4 @@
-//! Step 2 of the pipeline: what the user wrote, as the macro sees it.
+//! Step 3 of the pipeline: what the user wrote, as the macro sees it.
 //!
 //! This module only classifies syntax; it judges nothing. Everything a later check or the
 //! code generator needs is kept here with the user's tokens, so that every error and every
@@ -10,7 +10,9 @@
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
-use syn::{FnArg, GenericParam, Ident, ImplItem, Item, ReturnType, Type};
+use syn::{FnArg, GenericParam, Ident, Item, ReturnType, Type};
+
+use crate::parse::{Entry, ImplBlock, Input};
 
 /// The item `#[party]` was put on.
 pub(crate) enum Target {
@@ -33,6 +35,8 @@ pub(crate) struct PartyStruct {
     /// For a struct without fields (`S`, `S {}`, `S()`), the expression of its one value:
     /// an object-style party has no constructor and is built from it.
     pub(crate) unit_value: Option<TokenStream>,
+    /// Another `#[party]` attribute on the same item: it runs after this one.
+    pub(crate) repeated: Option<TokenStream>,
 }
 
 /// `#[party]` on an impl block.
@@ -44,6 +48,10 @@ pub(crate) struct PartyImpl {
     /// The constructor, handlers and misspelled handlers, in source order. Helper methods
     /// (any other name) are not listed: the macro leaves them alone.
     pub(crate) methods: Vec<Method>,
+    /// Macro calls among the items: whatever they expand to is invisible to `#[party]`.
+    pub(crate) macros: Vec<TokenStream>,
+    /// Another `#[party]` attribute on the same item: it runs after this one.
+    pub(crate) repeated: Option<TokenStream>,
 }
 
 /// What an associated fn of the impl block is, judged by its name.
@@ -93,9 +101,9 @@ pub(crate) struct Method {
 pub(crate) enum Receiver {
     /// No receiver: an associated fn.
     None,
-    /// `&self` or `self: &Self`.
+    /// `&self`, `self: &Self` or `self: &Chat`.
     Shared,
-    /// `&mut self` or `self: &mut Self`.
+    /// `&mut self`, `self: &mut Self` or `self: &mut Chat`.
     Exclusive,
     /// `self`, `mut self`, `self: Box<Self>`, …
     Unsupported,
@@ -110,15 +118,23 @@ pub(crate) struct Param {
 }
 
 impl Target {
-    /// Classifies the item under the attribute.
-    pub(crate) fn from_item(item: Item) -> Target {
-        match item {
-            Item::Struct(item) => Target::Struct(PartyStruct {
+    /// Classifies the item under the attribute; `None` for an item that does not parse.
+    pub(crate) fn from_input(input: &Input) -> Option<Target> {
+        Some(match input {
+            Input::Struct(item) => Target::Struct(PartyStruct {
                 unit_value: unit_value(&item.ident, &item.fields),
-                ident: item.ident,
-                generics: item.generics,
+                ident: item.ident.clone(),
+                generics: item.generics.clone(),
+                repeated: repeated(&item.attrs),
             }),
-            Item::Impl(item) => Target::Impl(PartyImpl::from_impl(item)),
+            Input::Impl(block) => Target::Impl(PartyImpl::from_block(block)),
+            Input::Other(item) => Target::other(item),
+            Input::Broken(_) => return None,
+        })
+    }
+
+    fn other(item: &Item) -> Target {
+        match item {
             Item::Enum(item) => other("an enum", (&item.enum_token, &item.ident)),
             Item::Union(item) => other("a union", (&item.union_token, &item.ident)),
             Item::Fn(item) => other("a function", (&item.sig.fn_token, &item.sig.ident)),
@@ -127,10 +143,23 @@ impl Target {
             Item::Type(item) => other("a type alias", (&item.type_token, &item.ident)),
             other_item => Target::Other {
                 what: "this item",
-                tokens: other_item.into_token_stream(),
+                tokens: other_item.to_token_stream(),
             },
         }
     }
+}
+
+/// A second `#[party]` (or `#[partykit_runtime::party]`) among the item's attributes.
+fn repeated(attrs: &[syn::Attribute]) -> Option<TokenStream> {
+    attrs
+        .iter()
+        .find(|attr| {
+            attr.path()
+                .segments
+                .last()
+                .is_some_and(|segment| segment.ident == "party")
+        })
+        .map(ToTokens::to_token_stream)
 }
 
 /// The value of a struct without fields, written as it was declared.
@@ -153,27 +182,23 @@ fn other(what: &'static str, (keyword, name): (&impl ToTokens, &Ident)) -> Targe
 }
 
 impl PartyImpl {
-    fn from_impl(item: syn::ItemImpl) -> PartyImpl {
-        let trait_ = item.trait_.as_ref().map(|(bang, path, for_token)| {
-            let mut tokens = TokenStream::new();
-            bang.to_tokens(&mut tokens);
-            path.to_tokens(&mut tokens);
-            for_token.to_tokens(&mut tokens);
-            tokens
-        });
-        let methods = item
-            .items
-            .into_iter()
-            .filter_map(|item| match item {
-                ImplItem::Fn(item) => Method::from_fn(&item.attrs, item.sig),
-                _ => None,
-            })
-            .collect();
+    fn from_block(block: &ImplBlock) -> PartyImpl {
+        let mut methods = Vec::new();
+        let mut macros = Vec::new();
+        for item in &block.items {
+            match item {
+                Entry::Fn(entry) => methods.extend(Method::from_fn(&entry.attrs, &entry.sig)),
+                Entry::Macro(item) => macros.push(item.mac.path.to_token_stream()),
+                Entry::Other(_) => {}
+            }
+        }
         PartyImpl {
-            self_ty: item.self_ty,
-            generics: item.generics,
-            trait_,
+            self_ty: block.self_ty.clone(),
+            generics: block.generics.clone(),
+            trait_: block.trait_.clone(),
             methods,
+            macros,
+            repeated: repeated(&block.attrs),
         }
     }
 }
@@ -217,7 +242,7 @@ impl Method {
     }
 
     /// The method's model, or `None` for a helper the macro does not touch.
-    fn from_fn(attrs: &[syn::Attribute], sig: syn::Signature) -> Option<Method> {
+    fn from_fn(attrs: &[syn::Attribute], sig: &syn::Signature) -> Option<Method> {
         let role = Role::of(&sig.ident.to_string())?;
         let cfgs = attrs
             .iter()
@@ -231,34 +256,35 @@ impl Method {
         let mut receiver = Receiver::None;
         let mut receiver_tokens = TokenStream::new();
         let mut params = Vec::new();
-        for input in sig.inputs {
+        for input in &sig.inputs {
             match input {
                 FnArg::Receiver(self_arg) => {
-                    receiver = Receiver::of(&self_arg);
+                    receiver = Receiver::of(self_arg);
                     receiver_tokens = self_arg.to_token_stream();
                 }
                 FnArg::Typed(param) => params.push(Param {
                     tokens: param.to_token_stream(),
-                    ty: param.ty,
+                    ty: param.ty.clone(),
                 }),
             }
         }
         let type_params = sig
             .generics
             .params
-            .into_iter()
+            .iter()
             .filter(|param| !matches!(param, GenericParam::Lifetime(_)))
+            .cloned()
             .collect();
         Some(Method {
             role,
-            ident: sig.ident,
+            ident: sig.ident.clone(),
             asyncness: sig.asyncness,
             unsafety: sig.unsafety,
             type_params,
             receiver,
             receiver_tokens,
             params,
-            output: sig.output,
+            output: sig.output.clone(),
             cfgs,
         })
     }
@@ -298,23 +324,14 @@ pub(crate) fn looks_like_handler(name: &str) -> bool {
 
 impl Receiver {
     fn of(self_arg: &syn::Receiver) -> Receiver {
-        // syn gives `&mut self` the type `&mut Self` too, so looking at the type alone
-        // covers both spellings.
-        if let Type::Reference(reference) = &*self_arg.ty
-            && is_self(&reference.elem)
-        {
-            return if reference.mutability.is_some() {
-                Receiver::Exclusive
-            } else {
-                Receiver::Shared
-            };
+        // syn gives `&mut self` the type `&mut Self` too. Any referent is taken: `Self`,
+        // the party's own name, or a mistake rustc reports on the user's token itself.
+        match &*self_arg.ty {
+            Type::Reference(reference) if reference.mutability.is_some() => Receiver::Exclusive,
+            Type::Reference(_) => Receiver::Shared,
+            _ => Receiver::Unsupported,
         }
-        Receiver::Unsupported
     }
-}
-
-fn is_self(ty: &Type) -> bool {
-    matches!(ty, Type::Path(path) if path.qself.is_none() && path.path.is_ident("Self"))
 }
 
 /// The handlers and static hooks of the runtime's `Party` trait. The tables below mirror
@@ -561,8 +578,8 @@ mod tests {
     use super::*;
 
     fn methods(item: TokenStream) -> Vec<Method> {
-        match Target::from_item(syn::parse2(item).expect("test input parses")) {
-            Target::Impl(party) => party.methods,
+        match Target::from_input(&Input::parse(item)) {
+            Some(Target::Impl(party)) => party.methods,
             _ => panic!("not an impl"),
         }
     }
@@ -602,6 +619,7 @@ mod tests {
                 fn on_close(self) {}
                 fn on_error(self: Box<Self>) {}
                 fn on_fetch() {}
+                fn on_connect(self: &mut Chat) {}
             }
         });
         let receivers: Vec<&str> = methods
@@ -615,7 +633,14 @@ mod tests {
             .collect();
         assert_eq!(
             receivers,
-            ["&mut self", "&self", "unsupported", "unsupported", "none"]
+            [
+                "&mut self",
+                "&self",
+                "unsupported",
+                "unsupported",
+                "none",
+                "&mut self"
+            ]
         );
     }
 

@@ -59,16 +59,46 @@ pub(crate) fn check(args: &Args, target: &Target, errors: &mut Errors) {
 }
 
 fn check_struct(args: &Args, item: &PartyStruct, errors: &mut Errors) {
+    if let Some(repeated) = &item.repeated {
+        errors.error(
+            repeated,
+            repeated_message(&format!("struct {}", item.ident)),
+        );
+        return;
+    }
     if let Some(name) = &args.name {
         check_name(name, errors);
     }
-    if !item.generics.params.is_empty() {
-        errors.error(
-            &item.generics,
-            "a party cannot be generic: the runtime builds one value of a single type per \
-             room; remove the parameters, or wrap a generic type in a concrete struct",
-        );
-    }
+    check_generics(&item.generics, errors);
+}
+
+/// `#[party]` twice on one item: the second of them runs after this one and does the work.
+fn repeated_message(item: &str) -> String {
+    format!(
+        "`#[party]` is given twice on `{item}`; keep one (all arguments go in one \
+         attribute: `#[party(name = \"…\", hibernate)]`)"
+    )
+}
+
+/// Parties are single concrete types: the runtime builds a value of it for each room and
+/// keeps it as long as the room lives.
+fn check_generics(generics: &syn::Generics, errors: &mut Errors) {
+    let Some(first) = generics.params.first() else {
+        return;
+    };
+    let message = if generics
+        .params
+        .iter()
+        .all(|param| matches!(param, syn::GenericParam::Lifetime(_)))
+    {
+        "a party cannot borrow: the runtime keeps its value for as long as the room lives, \
+         so it is `'static`; remove the lifetime parameters and own the data (`String`, \
+         `Vec<T>`, `Arc<T>`) instead of borrowing it"
+    } else {
+        "a party cannot be generic: the runtime builds one value of a single type per \
+         room; remove the parameters, or wrap a generic type in a concrete struct"
+    };
+    errors.error(first, message);
 }
 
 /// Party names appear in URLs (`/parties/<name>/<room>`).
@@ -108,6 +138,11 @@ fn is_name_byte(byte: u8) -> bool {
 }
 
 fn check_impl(args: &Args, item: &PartyImpl, errors: &mut Errors) {
+    if let Some(repeated) = &item.repeated {
+        let self_ty = item.self_ty.to_token_stream();
+        errors.error(repeated, repeated_message(&format!("impl {self_ty}")));
+        return;
+    }
     if let Some(name) = &args.name {
         errors.error(
             name,
@@ -130,11 +165,16 @@ fn check_impl(args: &Args, item: &PartyImpl, errors: &mut Errors) {
              and from the struct",
         );
     }
-    if !item.generics.params.is_empty() {
+    check_generics(&item.generics, errors);
+    for path in &item.macros {
         errors.error(
-            &item.generics,
-            "a party cannot be generic: the runtime builds one value of a single type per \
-             room; remove the parameters",
+            path,
+            format!(
+                "`#[party]` cannot see what `{path}!` expands to (macros expand after it), so \
+                 handlers it defines would never be called; write the handlers in this \
+                 block, and move the macro call into an impl block without `#[party]`",
+                path = path.to_string().replace(' ', "")
+            ),
         );
     }
 
@@ -229,6 +269,43 @@ fn check_common(what: &str, method: &Method, errors: &mut Errors) {
             ),
         );
     }
+    for param in &method.params {
+        if let syn::Type::ImplTrait(impl_trait) = &*param.ty {
+            errors.error(
+                impl_trait,
+                format!(
+                    "`{what}` cannot take `impl Trait`: that is a type parameter, and the \
+                     runtime calls it with fixed types; write the type the signature lists"
+                ),
+            );
+        }
+    }
+    if let ReturnType::Type(_, ty) = &method.output
+        && returns_future(ty)
+    {
+        let written = if what == "new" {
+            "the constructor cannot be `async`; do async set-up in `async fn on_start(&mut \
+             self)`"
+                .to_owned()
+        } else {
+            format!(
+                "write `async fn {what}(…)` instead of returning a future: `#[party]` makes the \
+                 future and awaits the handler"
+            )
+        };
+        errors.error(ty, written);
+    }
+}
+
+/// `impl Future<…>` (or `impl Future + Send`, `impl core::future::Future`) as written.
+fn returns_future(ty: &syn::Type) -> bool {
+    let syn::Type::ImplTrait(impl_trait) = ty else {
+        return false;
+    };
+    impl_trait.bounds.iter().any(|bound| {
+        matches!(bound, syn::TypeParamBound::Trait(bound)
+            if bound.path.segments.last().is_some_and(|segment| segment.ident == "Future"))
+    })
 }
 
 fn check_constructor(method: &Method, errors: &mut Errors) {
@@ -371,10 +448,15 @@ fn check_unknown(method: &Method, errors: &mut Errors) {
     );
 }
 
-/// The handler name nearest to `name`, if it is near enough to be a likely typo.
-/// `onMessage` (JavaScript's spelling) is first turned into `on_message`.
+/// The handler `name` most likely means: the one whose meaning its words name
+/// (`on_disconnect` means `on_close`, although it is spelled nearer to `on_connect`), or
+/// else the nearest by spelling, if near enough to be a typo. `onMessage` (JavaScript's
+/// spelling) is first turned into `on_message`.
 pub(crate) fn nearest_handler(name: &str) -> Option<&'static str> {
     let name = to_snake_case(name);
+    if let Some(meant) = by_meaning(&name) {
+        return Some(meant);
+    }
     HandlerKind::ALL
         .iter()
         .map(|kind| (edit_distance(&name, kind.name()), kind.name()))
@@ -382,6 +464,106 @@ pub(crate) fn nearest_handler(name: &str) -> Option<&'static str> {
         // Like rustc's typo suggestions: about one edit per three characters.
         .filter(|(distance, _)| *distance <= name.len().max(3) / 3)
         .map(|(_, nearest)| nearest)
+}
+
+/// Words users write for each handler, from other frameworks' names for the same events
+/// (Socket.IO's `disconnect`, ws's `open`, Durable Objects' `alarm`, …).
+const MEANINGS: &[(&[&str], HandlerKind)] = &[
+    (
+        &[
+            "disconnect",
+            "disconnected",
+            "leave",
+            "left",
+            "hangup",
+            "closed",
+            "end",
+            "exit",
+            "quit",
+        ],
+        HandlerKind::OnClose,
+    ),
+    (
+        &[
+            "open",
+            "opened",
+            "join",
+            "joined",
+            "connection",
+            "connected",
+            "enter",
+            "socket_open",
+        ],
+        HandlerKind::OnConnect,
+    ),
+    (
+        &[
+            "data", "msg", "receive", "received", "recv", "text", "binary", "frame", "event",
+        ],
+        HandlerKind::OnMessage,
+    ),
+    (
+        &[
+            "init",
+            "initialize",
+            "setup",
+            "create",
+            "created",
+            "load",
+            "begin",
+            "boot",
+            "ready",
+        ],
+        HandlerKind::OnStart,
+    ),
+    (
+        &[
+            "http",
+            "get",
+            "post",
+            "handle",
+            "request_handler",
+            "api",
+            "route",
+        ],
+        HandlerKind::OnRequest,
+    ),
+    (
+        &[
+            "timer",
+            "tick",
+            "timeout",
+            "schedule",
+            "scheduled",
+            "wake",
+            "wakeup",
+        ],
+        HandlerKind::OnAlarm,
+    ),
+    (
+        &["failure", "fail", "failed", "err", "exception", "problem"],
+        HandlerKind::OnError,
+    ),
+    (
+        &["auth", "authorize", "authenticate", "upgrade", "handshake"],
+        HandlerKind::OnBeforeConnect,
+    ),
+    (
+        &["schedule_cron", "crontab", "job", "periodic"],
+        HandlerKind::OnCron,
+    ),
+    (
+        &["tags", "tag", "connection_tag"],
+        HandlerKind::ConnectionTags,
+    ),
+];
+
+fn by_meaning(name: &str) -> Option<&'static str> {
+    let words = name.strip_prefix("on_").unwrap_or(name);
+    MEANINGS
+        .iter()
+        .find(|(synonyms, _)| synonyms.contains(&words))
+        .map(|(_, kind)| kind.name())
 }
 
 fn to_snake_case(name: &str) -> String {
@@ -449,6 +631,19 @@ mod tests {
             nearest_handler("onBeforeConnect"),
             Some("on_before_connect")
         );
+    }
+
+    #[test]
+    fn names_suggest_the_handler_they_mean() {
+        assert_eq!(nearest_handler("on_disconnect"), Some("on_close"));
+        assert_eq!(nearest_handler("onDisconnect"), Some("on_close"));
+        assert_eq!(nearest_handler("on_join"), Some("on_connect"));
+        assert_eq!(nearest_handler("on_open"), Some("on_connect"));
+        assert_eq!(nearest_handler("on_data"), Some("on_message"));
+        assert_eq!(nearest_handler("on_init"), Some("on_start"));
+        assert_eq!(nearest_handler("on_timer"), Some("on_alarm"));
+        assert_eq!(nearest_handler("on_http"), Some("on_request"));
+        assert_eq!(nearest_handler("on_auth"), Some("on_before_connect"));
     }
 
     #[test]

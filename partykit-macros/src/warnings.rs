@@ -18,11 +18,12 @@
 //! deprecated item. The spans are the user's own (not the macro's call site), so rustc
 //! treats the statement as the user's code: it is the code the lint is about.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{ToTokens, quote_spanned};
-use syn::{Ident, ImplItem, Item, LitStr};
+use syn::{Ident, LitStr};
 
 use crate::model::{Method, PartyImpl, Role, Style, UNSTABLE_ON_FETCH};
+use crate::parse::{Entry, ImplBlock};
 
 /// One deprecation note: which handler, what the const is called, what it says.
 pub(crate) struct Note {
@@ -67,39 +68,44 @@ fn note(method: &Method) -> Option<Note> {
     })
 }
 
-/// The user's impl block with each note inserted into its handler's body.
-pub(crate) fn annotate(item: Item, notes: &[Note]) -> TokenStream {
-    let Item::Impl(mut party) = item else {
-        return item.into_token_stream();
-    };
-    for impl_item in &mut party.items {
-        let ImplItem::Fn(method) = impl_item else {
+/// The user's impl block with each note inserted at the start of its handler's body (a
+/// token group the macro never parses).
+pub(crate) fn annotate(mut block: ImplBlock, notes: &[Note]) -> TokenStream {
+    for item in &mut block.items {
+        let Entry::Fn(method) = item else {
+            continue;
+        };
+        let Some(body) = &method.body else {
             continue;
         };
         // A handler under `#[cfg]` may come in several variants: each gets its note.
         let name = method.sig.ident.to_string();
+        let mut stream = TokenStream::new();
         for note in notes.iter().filter(|note| note.handler == name) {
-            method.block.stmts.insert(0, statement(note));
+            stream.extend(statement(note));
         }
+        if stream.is_empty() {
+            continue;
+        }
+        stream.extend(body.stream());
+        let mut annotated = Group::new(Delimiter::Brace, stream);
+        annotated.set_span(body.span());
+        method.body = Some(annotated);
     }
-    party.into_token_stream()
+    block.into_token_stream()
 }
 
-fn statement(note: &Note) -> syn::Stmt {
+fn statement(note: &Note) -> TokenStream {
     let span = note.span;
     let constant = Ident::new(note.constant, span);
     let text = LitStr::new(&note.text, span);
-    let tokens = quote_spanned! {span=>
+    quote_spanned! {span=>
         {
             #[deprecated(note = #text)]
             const #constant: () = ();
             let _: () = #constant;
         }
-    };
-    // The tokens above always parse as a block statement; should they not, the error is
-    // reported in the user's body rather than by a panic.
-    syn::parse2(tokens)
-        .unwrap_or_else(|error| syn::Stmt::Item(Item::Verbatim(error.to_compile_error())))
+    }
 }
 
 #[cfg(test)]
@@ -108,12 +114,15 @@ mod tests {
     use crate::model::HandlerKind;
 
     fn annotated(item: TokenStream) -> String {
-        let item: Item = syn::parse2(item).expect("test input parses");
-        let crate::model::Target::Impl(party) = crate::model::Target::from_item(item.clone())
+        let input = crate::parse::Input::parse(item);
+        let Some(crate::model::Target::Impl(party)) = crate::model::Target::from_input(&input)
         else {
             panic!("not an impl");
         };
-        annotate(item, &notes(&party)).to_string()
+        let crate::parse::Input::Impl(block) = input else {
+            panic!("not an impl");
+        };
+        annotate(block, &notes(&party)).to_string()
     }
 
     #[test]

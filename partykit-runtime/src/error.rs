@@ -131,6 +131,16 @@ impl Error {
         &*self.source
     }
 
+    /// An internal error wrapping an error that is already boxed (`Box<dyn Error>` does
+    /// not implement `std::error::Error`, so [`Error::new`] cannot take it).
+    pub(crate) fn boxed(source: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: Kind::Internal,
+            source,
+        }
+    }
+
     /// An internal failure of the runtime itself, hidden from clients.
     pub(crate) fn internal(message: impl fmt::Display) -> Self {
         Self {

@@ -123,6 +123,7 @@ mod env;
 mod error;
 mod gate;
 pub mod guide;
+pub mod handler;
 mod limits;
 mod lobby;
 mod message;
