@@ -35,7 +35,7 @@ pub fn node_ready() -> bool {
         if StdCommand::new("node").arg("--version").output().is_err() {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "`node` is not installed, and CI must run the Node tests: install Node.js 18+"
+                "`node` is not installed, and CI must run the Node tests: install Node.js 20+"
             );
             return false;
         }
@@ -54,7 +54,7 @@ pub fn node_ready() -> bool {
         true
     });
     if !ready {
-        eprintln!("SKIPPED: `node` is not installed; the Node tests need Node.js 18+");
+        eprintln!("SKIPPED: `node` is not installed; the Node tests need Node.js 20+");
     }
     ready
 }
