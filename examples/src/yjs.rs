@@ -5,22 +5,29 @@
 //!   protocol; connect with `new YPartyKitProvider("127.0.0.1:1999", "<room>", doc)`.
 //!   The text is the document's `content` (`doc.getText("content")`).
 //! - `http://127.0.0.1:1999/?room=<room>` serves `examples/yjs/index.html`, a page that
-//!   edits the text in a textarea (open it in two tabs). It loads `yjs` and
-//!   `y-partykit` from the esm.sh CDN.
+//!   edits the text in a textarea (open it in two tabs). It imports `yjs` and
+//!   `y-partykit`'s provider from `examples/yjs/vendor/` (ES modules built from the npm
+//!   packages, with their licences): no CDN, no network.
 //! - `GET http://127.0.0.1:1999/parties/main/<room>` answers the text.
 //!
 //! The Yjs room itself is the struct, `new` and the three forwarding handlers; the
-//! other two handlers only serve the page and the text.
+//! fourth only serves the text. The binary serves the page with
+//! `Server::serve_dir(yjs::assets_dir())`.
+
+use std::path::PathBuf;
 
 use partykit_runtime::yjs::yrs::{GetString, Transact};
 use partykit_runtime::yjs::{Persistence, YDoc, YjsOptions};
-use partykit_runtime::{Connection, IntoResponse, Message, Request, Response, Result, Room, party};
+use partykit_runtime::{Connection, Message, Result, Room, party};
 
 /// The name of the shared text in the document.
 pub const TEXT: &str = "content";
 
-/// The browser page.
-const PAGE: &str = include_str!("../yjs/index.html");
+/// The directory of the page and its vendored modules: `examples/yjs`, wherever the
+/// binary is started from.
+pub fn assets_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/yjs"))
+}
 
 /// The collaborative document party (`main`).
 #[party]
@@ -48,16 +55,10 @@ impl Document {
         self.doc.on_close(conn).await
     }
 
-    // Not needed for Yjs: the text over HTTP...
+    // Not needed for Yjs: the text over HTTP.
     async fn on_request(&mut self) -> Result<String> {
         self.doc.load().await?;
         let doc = self.doc.doc();
         Ok(doc.get_or_insert_text(TEXT).get_string(&doc.transact()))
-    }
-
-    // ...and the page that edits it.
-    fn on_fetch(request: Request) -> Option<Response> {
-        let html = [("content-type", "text/html; charset=utf-8")];
-        (request.path() == "/").then(|| (html, PAGE).into_response())
     }
 }

@@ -25,6 +25,7 @@ pub use tokio_tungstenite::tungstenite;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub mod cluster;
+pub mod node;
 pub mod postgres;
 mod process;
 pub use postgres::{DATABASE_URL_VAR, TestDatabase, TestPostgres};

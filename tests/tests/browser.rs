@@ -1,0 +1,175 @@
+//! The example pages in a real browser: headless Chromium (Debian's `chromium` package,
+//! `/usr/bin/chromium`) driven by npm's `playwright-core` from the scripts
+//! `tests/js/browser-*.mjs`, against the `cursors` and `yjs` examples' servers.
+//!
+//! - `cursors`: two pages of one room; the mouse moved in each shows its cursor in the
+//!   other at the same position (±2 px), and a closed page's cursor goes away.
+//! - `yjs`: two pages of one document; what is typed in each appears in the other's
+//!   editor, and the server's text is the same.
+//!
+//! Every page may only load from the server under test: a request to any other origin
+//! (a CDN) is aborted and fails the test, as do errors in the page, so the pages are
+//! proven to work offline. Each test writes a screenshot of each page to
+//! `$CARGO_TARGET_TMPDIR/browser/<example>/` (`target/tmp/browser/…` by default):
+//! `cursors-a.png`, `cursors-b.png`, `yjs-a.png`, `yjs-b.png`.
+//!
+//! One test needs neither Node nor a browser: the yjs page and its vendored modules are
+//! served, as JavaScript, with their licences.
+//!
+//! Without Node or without Chromium every browser test says `SKIPPED` on stderr and returns,
+//! except on CI (`CI` set), where that fails; `.ci/run` installs both. Each script is
+//! bounded (its own deadline, and [`partykit_tests::node::SCRIPT_TIMEOUT`]); every wait
+//! in it waits for an element or a value, not for time.
+
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+
+use partykit_examples::cursors::{self, Cursors};
+use partykit_examples::yjs::{self, Document};
+use partykit_runtime::Server;
+use partykit_tests::TestServer;
+use partykit_tests::node::{NodeScript, node_ready};
+
+/// The Debian package's Chromium.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Whether Node and Chromium are there (see the module docs for what happens if not).
+fn browser_ready() -> bool {
+    if !node_ready() {
+        return false;
+    }
+    if Path::new(CHROMIUM).is_file() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{CHROMIUM} is missing, and CI must run the browser tests: apt-get install chromium chromium-driver"
+    );
+    eprintln!("SKIPPED: {CHROMIUM} is missing; the browser tests need Debian's chromium package");
+    false
+}
+
+/// `$CARGO_TARGET_TMPDIR/browser/<example>`, emptied.
+fn screenshots(example: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser")
+        .join(example);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Serves `server` and runs `node <script> <host:port> <room> <chromium> <dir>` to success,
+/// then checks that it wrote the screenshots `<dir>/<name>.png`.
+async fn run_in_browser(server: Server, script: &str, example: &str, shots: &[&str]) {
+    let server = TestServer::start(server).await;
+    let host = server.addr().to_string();
+    let dir = screenshots(example);
+    let dir_arg = dir.to_str().expect("a UTF-8 target directory");
+    let room = format!("browser-{example}");
+    NodeScript::start(script, &[&host, &room, CHROMIUM, dir_arg])
+        .finish()
+        .await;
+    for shot in shots {
+        let path = dir.join(format!("{shot}.png"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|error| panic!("no screenshot {}: {error}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            path.display()
+        );
+        println!("screenshot: {}", path.display());
+    }
+}
+
+/// The cursors example's server, as its binary serves it.
+fn cursors_server() -> Server {
+    Server::new()
+        .in_memory()
+        .no_env_file()
+        .party::<Cursors>()
+        .serve_dir(cursors::assets_dir())
+}
+
+/// The yjs example's server, as its binary serves it but with the document in memory
+/// instead of `.partykit/`.
+fn yjs_server() -> Server {
+    Server::new()
+        .in_memory()
+        .no_env_file()
+        .party::<Document>()
+        .serve_dir(yjs::assets_dir())
+}
+
+#[tokio::test]
+async fn the_yjs_page_and_its_vendored_modules_are_served() {
+    let server = TestServer::start(yjs_server()).await;
+    let page = server.get("/?room=notes").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = page.text();
+    assert!(
+        html.contains(r#"import * as Y from "./vendor/yjs.js";"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"import YPartyKitProvider from "./vendor/y-partykit-provider.js";"#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("esm.sh"),
+        "the page still uses a CDN: {html}"
+    );
+
+    for module in ["yjs.js", "y-partykit-provider.js", "shared.js"] {
+        let response = server.get(&format!("/vendor/{module}")).await;
+        assert_eq!(response.status, 200, "{module}");
+        assert_eq!(
+            response.header("content-type"),
+            Some("text/javascript; charset=utf-8"),
+            "{module}"
+        );
+        let text = response.text();
+        assert!(text.starts_with("// Generated by examples/yjs/vendor/build.mjs"));
+        // One yjs: both entry modules import it from the shared module.
+        if module != "shared.js" {
+            assert!(text.contains(r#"from "./shared.js";"#), "{module}");
+        }
+    }
+    let licences = server.get("/vendor/LICENSES.txt").await;
+    assert_eq!(licences.status, 200);
+    for package in [
+        "yjs@13.6.33 (MIT)",
+        "y-partykit@0.0.33 (ISC)",
+        "lib0@",
+        "y-protocols@",
+    ] {
+        assert!(licences.text().contains(package), "no licence of {package}");
+    }
+}
+
+#[tokio::test]
+async fn two_cursors_pages_see_each_others_cursor() {
+    if !browser_ready() {
+        return;
+    }
+    run_in_browser(
+        cursors_server(),
+        "browser-cursors.mjs",
+        "cursors",
+        &["cursors-a", "cursors-b"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_yjs_pages_see_each_others_typing() {
+    if !browser_ready() {
+        return;
+    }
+    run_in_browser(yjs_server(), "browser-yjs.mjs", "yjs", &["yjs-a", "yjs-b"]).await;
+}
