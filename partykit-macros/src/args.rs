@@ -10,8 +10,43 @@ use syn::{Expr, Lit, LitStr, Meta, Token};
 
 use crate::validate::Errors;
 
-/// The arguments `#[party(…)]` accepts, with the text listing them in error messages.
-pub(crate) const VALID_ARGS: &str = "`name = \"…\"`, `hibernate` and `crate = \"…\"`";
+/// One argument `#[party(…)]` accepts.
+pub(crate) struct Arg {
+    /// Its key.
+    pub(crate) key: &'static str,
+    /// How it is written, as the macro's documentation lists it (a test checks that).
+    pub(crate) example: &'static str,
+}
+
+/// Every argument `#[party(…)]` accepts, in the order the documentation lists them.
+pub(crate) const ARGS: [Arg; 3] = [
+    Arg {
+        key: "name",
+        example: "name = \"chat\"",
+    },
+    Arg {
+        key: "hibernate",
+        example: "hibernate",
+    },
+    Arg {
+        key: "crate",
+        example: "crate = \"path\"",
+    },
+];
+
+/// The text listing the arguments in error messages: "`name = \"chat\"`, `hibernate` and
+/// `crate = \"path\"`".
+pub(crate) fn valid_args() -> String {
+    let examples: Vec<String> = ARGS
+        .iter()
+        .map(|arg| format!("`{}`", arg.example))
+        .collect();
+    match examples.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
 
 /// The parsed arguments. Each keeps its span so that checks done later (the party name's
 /// format, `name` on an impl block) point at the user's own token.
@@ -38,7 +73,7 @@ impl Args {
             Err(error) => {
                 errors.push(syn::Error::new(
                     error.span(),
-                    format!("{error}; `#[party]` accepts {VALID_ARGS}"),
+                    format!("{error}; `#[party]` accepts {}", valid_args()),
                 ));
                 return args;
             }
@@ -55,12 +90,16 @@ impl Args {
         let path = meta.path();
         let key = path.get_ident().map(ToString::to_string);
         match key.as_deref() {
-            Some(key @ ("name" | "crate" | "hibernate"))
-                if seen.iter().any(|earlier| earlier == key) =>
+            Some(key)
+                if ARGS.iter().any(|arg| arg.key == key)
+                    && seen.iter().any(|earlier| earlier == key) =>
             {
                 errors.error(
                     path,
-                    format!("`{key}` is given twice; keep one (`#[party]` accepts {VALID_ARGS})"),
+                    format!(
+                        "`{key}` is given twice; keep one (`#[party]` accepts {})",
+                        valid_args()
+                    ),
                 );
             }
             Some("name") => {
@@ -94,11 +133,14 @@ impl Args {
             }
             Some(key) => errors.error(
                 path,
-                format!("unknown `#[party]` argument `{key}`; expected {VALID_ARGS}"),
+                format!(
+                    "unknown `#[party]` argument `{key}`; expected {}",
+                    valid_args()
+                ),
             ),
             None => errors.error(
                 path,
-                format!("unknown `#[party]` argument; expected {VALID_ARGS}"),
+                format!("unknown `#[party]` argument; expected {}", valid_args()),
             ),
         }
     }

@@ -32,6 +32,11 @@ mod parse;
 mod validate;
 mod warnings;
 
+/// The runtime's rule for party names, which `validate`'s tests compare with the macro's.
+#[cfg(test)]
+#[path = "../../partykit-runtime/src/server/party_name.rs"]
+mod runtime_party_name;
+
 /// Turns a struct and an impl block of handlers into a party.
 ///
 /// Put it on both: on the struct (optionally naming the party; the default name is
@@ -64,51 +69,67 @@ mod warnings;
 /// - `name = "chat"` (on the struct only): the party's name in URLs,
 ///   `/parties/chat/<room>`; lowercase letters, digits, `_` and `-`
 ///   (`^[a-z0-9_-]+$`). Default: `main`.
+/// - `hibernate` (on the struct only): rooms drop the party's value between events while
+///   their sockets stay open, and rebuild it on the next event (`Party::OPTIONS.hibernate`).
+///   Default: off.
 /// - `crate = "path"` (on the struct or the impl block): the path of `partykit_runtime`,
 ///   when the dependency was renamed. Default: `::partykit_runtime`.
 ///
-/// Each may be given once. Nothing else is accepted.
+/// Each may be given once, all in one attribute. Nothing else is accepted.
 ///
 /// # Handlers (class style)
 ///
-/// The impl block's methods named like `Party`'s handlers become the party's handlers:
+/// The impl block's methods named like `Party`'s handlers become the party's handlers,
+/// with at most these parameters (the fullest signature of each):
 ///
 /// ```text
-/// fn new(room: Room) -> Self                       // or `Default` on the struct
-/// on_start(&mut self)
-/// connection_tags(&mut self, connection: &Connection, ctx: &ConnectionContext) -> Vec<String>
-/// on_connect(&mut self, connection: &Connection, ctx: &ConnectionContext)
-/// on_message(&mut self, message: Message, sender: &Connection)
-/// on_close(&mut self, connection: &Connection)
-/// on_error(&mut self, connection: &Connection, error: Error)
-/// on_request(&mut self, request: Request) -> impl IntoResponse
-/// on_alarm(&mut self)
+/// fn on_start(&mut self)
+/// fn connection_tags(&mut self, connection: &Connection, ctx: &ConnectionContext) -> Vec<String>
+/// fn on_connect(&mut self, connection: &Connection, ctx: &ConnectionContext)
+/// fn on_message(&mut self, message: Message, sender: &Connection)
+/// fn on_close(&mut self, connection: &Connection)
+/// fn on_error(&mut self, connection: &Connection, error: Error)
+/// fn on_request(&mut self, request: Request) -> impl IntoResponse
+/// fn on_alarm(&mut self)
 /// ```
 ///
 /// and these static hooks, which take no `self` as they run before any room exists:
 ///
 /// ```text
-/// on_before_connect(request: Request, lobby: &Lobby) -> Request | Response | Before
-/// on_before_request(request: Request, lobby: &Lobby) -> Request | Response | Before
-/// on_fetch(request: Request, lobby: &FetchLobby) -> Option<impl IntoResponse>
-/// on_socket(socket: FetchSocket, lobby: &FetchLobby)
-/// on_cron(cron: Cron, lobby: &CronLobby)
+/// fn on_before_connect(request: Request, lobby: &Lobby) -> Request
+/// fn on_before_request(request: Request, lobby: &Lobby) -> Request
+/// fn on_fetch(request: Request, lobby: &FetchLobby) -> Option<Response>
+/// fn on_socket(socket: FetchSocket, lobby: &FetchLobby)
+/// fn on_cron(cron: Cron, lobby: &CronLobby)
 /// ```
 ///
-/// Each may be `async` or not, take `&mut self` or `&self`, and leave out trailing
-/// parameters it does not use (`fn on_message(&mut self, message: Message)`), as in
-/// JavaScript; parameters cannot be reordered. Handlers that return nothing may instead
-/// return `Result<(), E>`; every return value may be wrapped in a `Result` whose error
-/// converts into `partykit_runtime::Error`. `on_request` returns anything that implements
-/// `IntoResponse` (`&'static str`, `String`, `Json<T>`, `(StatusCode, String)`,
-/// `Response`, …) or a `Result` of one. `on_message` may take its message as `Message`
-/// (text or binary) or `String` (text only: a binary message is logged as an error and
-/// the handler does not run).
+/// Each may be `async` or not, take `&mut self` or `&self` (or `self: &mut Self`), and
+/// leave out trailing parameters it does not use (`fn on_message(&mut self, message:
+/// Message)`), as in JavaScript; parameters cannot be reordered. What a handler may
+/// return is decided by traits, never by how the type is spelled; each trait's page in
+/// `partykit_runtime::handler` lists what implements it:
 ///
-/// The constructor is `fn new(room: Room) -> Self` (or `fn new() -> Self`); without one the
-/// struct must implement `Default`. Other methods are left alone, except that a name
-/// starting with `on_` must be a handler's: `on_conect` is an error that suggests
-/// `on_connect`.
+/// - handlers that return nothing may return `Result<(), E>` instead (`IntoHandlerResult`),
+///   and every other return value may be wrapped in a `Result` too; `E` is anything `?`
+///   converts into `partykit_runtime::Error`, or `Box<dyn std::error::Error (+ Send +
+///   Sync)>` (`IntoHandlerError`);
+/// - `on_request` returns anything that implements `IntoResponse` (`&'static str`,
+///   `String`, `Json<T>`, `(StatusCode, String)`, `Response`, a `Result` of two of them,
+///   …) or a `Result<R, E>` with an error `E` (`IntoRoomResponse`);
+/// - the static `on_before_*` hooks return a `Request` (forward it), a `Response` (answer
+///   instead) or a `Before` (`IntoBefore`); `on_fetch` returns `Option<R>` with
+///   `R: IntoResponse` (`IntoFetchResponse`);
+/// - `on_message` may take its message as `Message` (text or binary) or `String` (text
+///   only: a binary message is logged as an error and the handler does not run)
+///   (`FromMessage`).
+///
+/// The constructor is `fn new(room: Room) -> Self` (or `fn new() -> Self`), which returns
+/// the party itself: set-up that can fail goes in `on_start`. Without one the struct must
+/// implement `Default`. Other methods are left alone, except that a name starting with
+/// `on_` must be a handler's: `on_conect` is an error that suggests `on_connect`, and
+/// `on_disconnect` one that suggests `on_close`. A method named like a handler in an impl
+/// block without `#[party]` is never called, and gets a warning; a macro call inside the
+/// `#[party]` block is an error, as `#[party]` cannot see what it expands to.
 ///
 /// # Object style (deprecated)
 ///
@@ -116,12 +137,12 @@ mod warnings;
 /// compiles: room handlers without `self` that take the room, where PartyKit had it:
 ///
 /// ```text
-/// on_connect(connection: &Connection, room: &Room, ctx: &ConnectionContext)
-/// on_message(message: Message, sender: &Connection, room: &Room)
-/// on_close(connection: &Connection, room: &Room)
-/// on_error(connection: &Connection, error: Error, room: &Room)
-/// on_request(request: Request, room: &Room) -> impl IntoResponse
-/// on_alarm(room: &Room)
+/// fn on_connect(connection: &Connection, room: &Room, ctx: &ConnectionContext)
+/// fn on_message(message: Message, sender: &Connection, room: &Room)
+/// fn on_close(connection: &Connection, room: &Room)
+/// fn on_error(connection: &Connection, error: Error, room: &Room)
+/// fn on_request(request: Request, room: &Room) -> impl IntoResponse
+/// fn on_alarm(room: &Room)
 /// ```
 ///
 /// Static hooks are written as in class style. The struct has no fields (`struct S;`) and
@@ -171,4 +192,80 @@ fn party_tokens(
         (_, None) => (item, expand::Source::Fallback(parse::Fallback::Unknown)),
     };
     expand::expand(&args, source, item, &errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::args::ARGS;
+    use crate::model::{HandlerKind, Style};
+
+    /// The macro's documentation, as `rustdoc` shows it.
+    fn docs() -> String {
+        include_str!("lib.rs")
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("///"))
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The lines of the first ```` ```text ```` block after `heading`.
+    fn block_after(docs: &str, heading: &str) -> Vec<String> {
+        let after = &docs[docs.find(heading).expect(heading)..];
+        let start = after.find("```text\n").expect("a text block") + "```text\n".len();
+        let block = &after[start..];
+        block[..block.find("```").expect("the block's end")]
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn documented_handler_signatures_are_the_models() {
+        let docs = docs();
+        let signatures = |filter: fn(&HandlerKind) -> bool, style| -> Vec<String> {
+            HandlerKind::ALL
+                .into_iter()
+                .filter(filter)
+                .map(|kind| kind.signature_in(style, false))
+                .collect()
+        };
+        assert_eq!(
+            block_after(&docs, "# Handlers (class style)"),
+            signatures(|kind| !kind.is_static(), Style::Class)
+        );
+        assert_eq!(
+            block_after(&docs, "and these static hooks"),
+            signatures(|kind| kind.is_static(), Style::Class)
+        );
+        assert_eq!(
+            block_after(&docs, "# Object style (deprecated)"),
+            signatures(|kind| kind.object_params().is_some(), Style::Object)
+        );
+    }
+
+    #[test]
+    fn documented_arguments_are_the_accepted_ones() {
+        let docs = docs();
+        let section = &docs[docs.find("# Arguments").expect("an Arguments section")..];
+        let section = &section[..section.find("# Handlers").expect("the next section")];
+        let documented: Vec<&str> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("- `"))
+            .map(|item| &item[..item.find('`').expect("a closing backtick")])
+            .collect();
+        let accepted: Vec<&str> = ARGS.iter().map(|arg| arg.example).collect();
+        assert_eq!(documented, accepted);
+        assert_eq!(
+            crate::args::valid_args(),
+            "`name = \"chat\"`, `hibernate` and `crate = \"path\"`"
+        );
+        // And each documented form parses without an error.
+        for example in accepted {
+            let mut errors = crate::validate::Errors::default();
+            let tokens: proc_macro2::TokenStream = example.parse().expect("tokens");
+            crate::args::Args::parse(tokens, &mut errors);
+            assert!(errors.is_empty(), "{example}");
+        }
+    }
 }

@@ -292,7 +292,7 @@ impl Method {
 
 impl Role {
     /// The role of a fn named `name`; `None` for helpers.
-    fn of(name: &str) -> Option<Role> {
+    pub(crate) fn of(name: &str) -> Option<Role> {
         if name == "new" {
             return Some(Role::Constructor);
         }
@@ -334,8 +334,10 @@ impl Receiver {
     }
 }
 
-/// The handlers and static hooks of the runtime's `Party` trait. The tables below mirror
-/// `partykit-runtime/src/party.rs`; a change there must be made here too.
+/// The handlers and static hooks of the runtime's `Party` trait. The macro cannot depend
+/// on the runtime, so the tables below restate the trait; the test
+/// `handler_table_is_the_party_traits` reads `partykit-runtime/src/party.rs` and fails
+/// if they differ in any handler, parameter, receiver or output.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum HandlerKind {
     OnStart,
@@ -561,7 +563,7 @@ impl HandlerKind {
             OutputKind::Unit => "",
             OutputKind::Tags => " -> Vec<String>",
             OutputKind::Response => " -> impl IntoResponse",
-            OutputKind::Before => " -> Result<Request, Error>",
+            OutputKind::Before => " -> Request",
             OutputKind::Fetch => " -> Option<Response>",
         };
         let asyncness = if asyncness { "async " } else { "" };
@@ -642,6 +644,96 @@ mod tests {
                 "&mut self"
             ]
         );
+    }
+
+    /// The model's table of handlers is checked against the runtime's `Party` trait, the
+    /// one source of truth: same handlers, same parameters in the same order, same
+    /// receivers and outputs.
+    #[test]
+    fn handler_table_is_the_party_traits() {
+        let source = include_str!("../../partykit-runtime/src/party.rs");
+        let file = syn::parse_file(source).expect("party.rs parses");
+        let party = file
+            .items
+            .iter()
+            .find_map(|item| match item {
+                syn::Item::Trait(item) if item.ident == "Party" => Some(item),
+                _ => None,
+            })
+            .expect("party.rs defines `trait Party`");
+        let mut handlers = Vec::new();
+        for item in &party.items {
+            let syn::TraitItem::Fn(method) = item else {
+                continue;
+            };
+            let name = method.sig.ident.to_string();
+            if name == "new" {
+                continue;
+            }
+            let kind = HandlerKind::from_name(&name)
+                .unwrap_or_else(|| panic!("`Party::{name}` is missing from the model"));
+            handlers.push(kind);
+            let has_self = matches!(method.sig.inputs.first(), Some(FnArg::Receiver(_)));
+            assert_eq!(has_self, !kind.is_static(), "{name}'s receiver");
+            let params: Vec<String> = method
+                .sig
+                .inputs
+                .iter()
+                .filter_map(|input| match input {
+                    FnArg::Typed(param) => Some(format!(
+                        "{}: {}",
+                        param.pat.to_token_stream(),
+                        param.ty.to_token_stream()
+                    )),
+                    FnArg::Receiver(_) => None,
+                })
+                .collect();
+            let modelled: Vec<String> = kind
+                .params()
+                .iter()
+                .map(|param| {
+                    let by_ref = if param.by_ref { "& " } else { "" };
+                    format!("{}: {by_ref}{}", param.name, param.ty)
+                })
+                .collect();
+            assert_eq!(params, modelled, "{name}'s parameters");
+            let output = method.sig.output.to_token_stream().to_string();
+            let result = match kind.output() {
+                OutputKind::Unit => "Result < () >",
+                OutputKind::Tags => "Result < Vec < String > >",
+                OutputKind::Response => "Result < Response >",
+                OutputKind::Before => "Result < Before >",
+                OutputKind::Fetch => "Result < Option < Response > >",
+            };
+            assert!(
+                output.contains(&format!("Output = {result}")),
+                "{name} returns {output}, the model says {result}"
+            );
+        }
+        assert_eq!(
+            handlers,
+            HandlerKind::ALL,
+            "the handlers, in the trait's order"
+        );
+    }
+
+    #[test]
+    fn object_parameters_are_the_traits_or_the_room() {
+        for kind in HandlerKind::ALL {
+            for param in kind.object_params().unwrap_or_default() {
+                assert!(
+                    param.ty == "Room"
+                        || kind.params().iter().any(|trait_param| {
+                            trait_param.name == param.name
+                                && trait_param.ty == param.ty
+                                && trait_param.by_ref == param.by_ref
+                        }),
+                    "{}'s `{}`",
+                    kind.name(),
+                    param.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -52,11 +52,11 @@ pub(crate) struct ImplBlock {
 pub(crate) enum Entry {
     /// An associated fn; its body is an opaque `{ … }` group (`None` for `fn f();`, which
     /// rustc refuses in an inherent impl).
-    Fn(FnEntry),
+    Fn(Box<FnEntry>),
     /// A macro call (`my_handlers!();`): what it expands to is invisible to `#[party]`.
     Macro(syn::ImplItemMacro),
     /// A const, a type, or anything else the macro leaves alone.
-    Other(ImplItem),
+    Other(Box<ImplItem>),
 }
 
 pub(crate) struct FnEntry {
@@ -212,7 +212,7 @@ impl Parse for Entry {
         if ahead.parse::<Signature>().is_err() {
             return match input.parse()? {
                 ImplItem::Macro(item) => Ok(Entry::Macro(item)),
-                other => Ok(Entry::Other(other)),
+                other => Ok(Entry::Other(Box::new(other))),
             };
         }
         let attrs = input.call(Attribute::parse_outer)?;
@@ -228,14 +228,14 @@ impl Parse for Entry {
             }
             (Some(body), None)
         };
-        Ok(Entry::Fn(FnEntry {
+        Ok(Entry::Fn(Box::new(FnEntry {
             attrs,
             vis,
             defaultness,
             sig,
             body,
             semi,
-        }))
+        })))
     }
 }
 

@@ -197,24 +197,25 @@ fn check_impl(args: &Args, item: &PartyImpl, errors: &mut Errors) {
     check_one_style(item, errors);
 }
 
-/// A second definition of the same handler: the same name twice (rustc reports that too),
-/// or `on_fetch` beside its old name `unstable_on_fetch`.
+/// A second definition of the same handler: `on_fetch` beside its old name
+/// `unstable_on_fetch` is ours to report; the same name twice is rustc's ("duplicate
+/// definitions"), on the user's token, and `expand` generates the first one only, so that
+/// it stays the one error.
 fn check_duplicate(earlier: &Method, later: &Method, errors: &mut Errors) {
-    let old_name = [earlier, later]
+    if earlier.ident == later.ident {
+        return;
+    }
+    if let Some(old) = [earlier, later]
         .into_iter()
-        .find(|method| method.is_unstable_on_fetch());
-    match old_name {
-        Some(old) if earlier.ident != later.ident => errors.error(
+        .find(|method| method.is_unstable_on_fetch())
+    {
+        errors.error(
             &old.ident,
             format!(
                 "`{UNSTABLE_ON_FETCH}` is the old name of `on_fetch`, which this impl block \
                  also defines; remove `{UNSTABLE_ON_FETCH}`"
             ),
-        ),
-        _ => errors.error(
-            &later.ident,
-            format!("`{}` is defined twice; keep one", later.ident),
-        ),
+        );
     }
 }
 
@@ -650,6 +651,39 @@ mod tests {
     fn unrelated_names_suggest_nothing() {
         assert_eq!(nearest_handler("on_foo"), None);
         assert_eq!(nearest_handler("on_timer_tick"), None);
+    }
+
+    #[test]
+    fn the_runtime_and_the_macro_judge_names_alike() {
+        for name in [
+            "",
+            "chat",
+            "main",
+            "my-party_2",
+            "0",
+            "-",
+            "_",
+            "My",
+            "a b",
+            "a/b",
+            "é",
+            "chat!",
+            "a.b",
+            "A",
+            "z9",
+            "x\u{0}",
+        ] {
+            let mut errors = Errors::default();
+            check_name(
+                &LitStr::new(name, proc_macro2::Span::call_site()),
+                &mut errors,
+            );
+            assert_eq!(
+                errors.is_empty(),
+                crate::runtime_party_name::is_valid_party_name(name),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

@@ -69,12 +69,13 @@ fn note(method: &Method) -> Option<Note> {
 }
 
 /// The user's impl block with each note inserted at the start of its handler's body (a
-/// token group the macro never parses).
+/// token group the macro never parses), and the handlers' signature lints allowed.
 pub(crate) fn annotate(mut block: ImplBlock, notes: &[Note]) -> TokenStream {
     for item in &mut block.items {
         let Entry::Fn(method) = item else {
             continue;
         };
+        allow_signature_lints(method);
         let Some(body) = &method.body else {
             continue;
         };
@@ -93,6 +94,21 @@ pub(crate) fn annotate(mut block: ImplBlock, notes: &[Note]) -> TokenStream {
         method.body = Some(annotated);
     }
     block.into_token_stream()
+}
+
+/// A handler's signature is the runtime's, not the user's choice: by-value parameters it
+/// does not consume (`request: Request`) and a `self` it does not use cannot be changed,
+/// so the pedantic lints about them are allowed on handlers and the constructor. Lints
+/// about what the user can change (an `async` that awaits nothing) stay.
+fn allow_signature_lints(method: &mut crate::parse::FnEntry) {
+    if matches!(
+        Role::of(&method.sig.ident.to_string()),
+        Some(Role::Handler(_) | Role::Constructor)
+    ) {
+        method.attrs.push(syn::parse_quote! {
+            #[allow(clippy::needless_pass_by_value, clippy::unused_self)]
+        });
+    }
 }
 
 fn statement(note: &Note) -> TokenStream {

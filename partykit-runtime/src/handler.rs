@@ -12,7 +12,7 @@
 //! | `on_request` | [`IntoRoomResponse`]: any [`IntoResponse`], or `Result<R, E>` with an error `E` |
 //! | `on_before_connect`, `on_before_request` | [`IntoBefore`]: `Request`, `Response`, [`Before`], or a `Result` of one |
 //! | `on_fetch` | [`IntoFetchResponse`]: `Option<R>` where `R: IntoResponse`, or a `Result` of one |
-//! | `fn new` | [`IntoParty`]: the party itself |
+//! | `fn new` | `IntoParty`: the party itself, `Self` (fallible set-up goes in `on_start`) |
 //!
 //! An error `E` in those `Result`s is anything that implements [`IntoHandlerError`]:
 //! whatever `?` converts into [`Error`] (any `std::error::Error + Send + Sync + 'static`, or
@@ -301,7 +301,10 @@ impl FromMessage for String {
 /// What the constructor `fn new(room: Room)` may return: the party itself (`Self`).
 ///
 /// Set-up that can fail belongs in `async fn on_start(&mut self) -> Result<(), E>`: its
-/// error fails the event that started the room, and the next event tries again.
+/// error fails the event that started the room, and the next event tries again. Hidden,
+/// like every trait implemented for all types, so that it is not listed on every type's
+/// documentation page.
+#[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "the constructor must return the party `{P}`, not `{Self}`",
     label = "return `Self`",
@@ -312,7 +315,6 @@ pub trait IntoParty<P> {
     fn into_party(self) -> P;
 }
 
-#[doc(hidden)]
 impl<P> IntoParty<P> for P {
     #[inline]
     fn into_party(self) -> P {

@@ -226,7 +226,7 @@ fn expand_impl(paths: &Paths, party: &PartyImpl) -> TokenStream {
     let outside = outside::probes(paths, party, with_construct);
     let (new, hibernate) = match style {
         Style::Class => (
-            expand_new(paths, self_ty, &constructors, outside.is_some()),
+            expand_new(paths, self_ty, &constructors),
             quote!(#party_struct::HIBERNATE),
         ),
         Style::Object => {
@@ -242,7 +242,7 @@ fn expand_impl(paths: &Paths, party: &PartyImpl) -> TokenStream {
             )
         }
     };
-    let handlers = party.methods.iter().filter_map(|method| match method.role {
+    let handlers = first_definitions(party).filter_map(|method| match method.role {
         Role::Handler(kind) => Some(handler::expand(paths, self_ty, style, kind, method)),
         Role::Constructor | Role::Unknown => None,
     });
@@ -270,12 +270,7 @@ fn expand_impl(paths: &Paths, party: &PartyImpl) -> TokenStream {
 
 /// `Party::new`: the user's `fn new(room: Room) -> Self` (one per `#[cfg]` variant), or,
 /// where this block has none, `Chat::new` of another impl block, or `Default`.
-fn expand_new(
-    paths: &Paths,
-    self_ty: &Type,
-    constructors: &[&Method],
-    probed: bool,
-) -> TokenStream {
+fn expand_new(paths: &Paths, self_ty: &Type, constructors: &[&Method]) -> TokenStream {
     let Paths {
         private, handler, ..
     } = paths;
@@ -299,20 +294,14 @@ fn expand_new(
     });
     // Where this block has no constructor, `outside`'s `construct` takes `Chat::new` of
     // another impl block (a second `#[party]` block, which rustc reports as a conflict, or
-    // a plain one), or else `Default`; without the probe module, only `Default`.
+    // a plain one), or else `Default`.
     let default_cfg = if constructors.is_empty() {
         Some(TokenStream::new())
     } else {
         condition(constructors).map(|condition| quote!(#[cfg(not(#condition))]))
     };
     let elsewhere = default_cfg.map(|cfg| {
-        let call = if probed {
-            quote!(party_block::construct(#room))
-        } else {
-            quote_spanned! {at(self_ty)=>
-                <#self_ty as #handler::NewFromDefault>::new_from_default()
-            }
-        };
+        let call = quote!(party_block::construct(#room));
         quote! {
             #cfg
             fn new(#room: #private::Room) -> Self {
@@ -342,11 +331,25 @@ fn expand_unit_new(paths: &Paths, self_ty: &Type) -> TokenStream {
     }
 }
 
-/// The methods with this role, in source order.
-fn methods_of(party: &PartyImpl, role: Role) -> Vec<&Method> {
+/// The methods of the block, without a second definition of a handler already defined
+/// without `#[cfg]` (rustc reports the duplicate; one generated method keeps it the only
+/// error).
+fn first_definitions(party: &PartyImpl) -> impl Iterator<Item = &Method> {
     party
         .methods
         .iter()
+        .enumerate()
+        .filter_map(|(index, method)| {
+            let repeated = party.methods[..index].iter().any(|earlier| {
+                earlier.role == method.role && earlier.cfgs.is_empty() && method.cfgs.is_empty()
+            });
+            (!repeated).then_some(method)
+        })
+}
+
+/// The methods with this role, in source order.
+fn methods_of(party: &PartyImpl, role: Role) -> Vec<&Method> {
+    first_definitions(party)
         .filter(|method| method.role == role)
         .collect()
 }

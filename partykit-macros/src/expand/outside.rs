@@ -15,27 +15,26 @@
 //!
 //! All of it lives in a module of its own: a module does not see its parent's imports, so
 //! no trait the user imported (`Party`, with its own `on_close` and `new`) makes the paths
-//! ambiguous; the party's type is named from there through `super`.
+//! ambiguous.
 
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{ToTokens, quote, quote_spanned};
-use syn::Type;
+use quote::{quote, quote_spanned};
 
 use super::Paths;
 use super::spans::at;
 use crate::model::{HandlerKind, PartyImpl, Role};
 
 /// The module holding the probes of the handlers this impl block does not define (in any
-/// `#[cfg]` variant) and, for class style, its `construct` fn; `None` when the self type
-/// cannot be named from a child module (a type that is not a plain path).
-pub(crate) fn probes(
-    paths: &Paths,
-    party: &PartyImpl,
-    with_construct: bool,
-) -> Option<TokenStream> {
+/// `#[cfg]` variant) and, with `with_construct`, its `construct` fn.
+///
+/// The module cannot name the party's type by path: in a fn body (a test, a doctest), a
+/// nested module does not see the fn's local items. So the type comes in as the
+/// associated type of an impl written beside the module, where it is in scope, and
+/// type-relative paths on it resolve as on the type itself.
+pub(crate) fn probes(paths: &Paths, party: &PartyImpl, with_construct: bool) -> TokenStream {
     let handler = &paths.handler;
     let private = &paths.private;
-    let self_ty = from_child_module(&party.self_ty)?;
+    let self_ty = &party.self_ty;
     let missing: Vec<HandlerKind> = HandlerKind::ALL
         .into_iter()
         .filter(|kind| {
@@ -59,21 +58,20 @@ pub(crate) fn probes(
         )
     });
     // Each call is spanned at the `#[party]` block's self type: the warning points there.
-    let span = at(&party.self_ty);
+    let span = at(self_ty);
     let calls = names.iter().map(|name| {
         let method = Ident::new(&name.to_string(), span);
         quote_spanned!(span=> #name.#method();)
     });
     let (fallback_new, construct) = if with_construct {
         let call = quote_spanned! {span=>
-            (<#self_ty>::new).construct(room)
+            (<PartyType>::new).construct(room)
         };
         (
             Some(quote!(const new: #handler::FromDefault = #handler::FromDefault;)),
             Some(quote! {
                 // `Party::new` of an impl block without `fn new`.
-                #[allow(dead_code)]
-                pub(super) fn construct(room: #private::Room) -> #self_ty {
+                pub(super) fn construct(room: #private::Room) -> PartyType {
                     use #handler::Construct as _;
                     #call
                 }
@@ -82,8 +80,13 @@ pub(crate) fn probes(
     } else {
         (None, None)
     };
-    Some(quote! {
+    quote! {
         mod party_block {
+            pub(super) trait TypeOf {
+                type Type: ?::core::marker::Sized;
+            }
+            pub(super) struct This;
+            type PartyType = <This as TypeOf>::Type;
             pub struct NotInAnyImplBlock;
             #[allow(non_upper_case_globals, dead_code)]
             trait Fallback {
@@ -106,7 +109,7 @@ pub(crate) fn probes(
             }
             #[allow(dead_code)]
             fn probe() {
-                #(let #names = <#self_ty>::#names;)*
+                #(let #names = <PartyType>::#names;)*
                 {
                     use outside::HandlerOutsideThePartyBlock as _;
                     #(#calls)*
@@ -114,26 +117,8 @@ pub(crate) fn probes(
             }
             #construct
         }
-    })
-}
-
-/// The self type as a path valid in a module declared beside the impl block.
-fn from_child_module(self_ty: &Type) -> Option<TokenStream> {
-    match self_ty {
-        Type::Group(group) => from_child_module(&group.elem),
-        Type::Paren(paren) => from_child_module(&paren.elem),
-        Type::Path(path) if path.qself.is_none() => {
-            let path = &path.path;
-            let first = path.segments.first()?;
-            Some(if path.leading_colon.is_some() || first.ident == "crate" {
-                path.to_token_stream()
-            } else if first.ident == "self" {
-                let rest = path.segments.iter().skip(1);
-                quote!(super #(::#rest)*)
-            } else {
-                quote!(super::#path)
-            })
+        impl party_block::TypeOf for party_block::This {
+            type Type = #self_ty;
         }
-        _ => None,
     }
 }

@@ -5,6 +5,7 @@ mod body;
 mod cors;
 pub(crate) mod dispatch;
 mod listener;
+mod party_name;
 mod party_type;
 mod routing;
 mod socket;
@@ -21,6 +22,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::time::Instant;
 
 pub use cors::Cors;
+use party_name::is_valid_party_name;
 pub(crate) use party_type::PartyType;
 use party_type::Typed;
 
@@ -826,13 +828,6 @@ impl App {
     fn router(self) -> axum::Router {
         dispatch::router(Arc::new(self))
     }
-}
-
-fn is_valid_party_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
 }
 
 /// The address [`Server::run`] binds: `PARTYKIT_HOST` (default `127.0.0.1`) and

@@ -117,7 +117,27 @@ impl Split {
 }
 
 fn main() {
+    // A party inside a fn body (as in a test), with a constructor in another block.
+    #[party(name = "local")]
+    struct Local {
+        started: bool,
+    }
+
+    impl Local {
+        fn new() -> Self {
+            Local { started: false }
+        }
+    }
+
+    #[party]
+    impl Local {
+        fn on_start(&mut self) {
+            self.started = true;
+        }
+    }
+
     let _ = Server::new()
+        .party::<Local>()
         .party::<Shapes>()
         .party::<More>()
         .party::<Opaque>()
