@@ -119,9 +119,11 @@ mod runtime_party_name;
 /// - the static `on_before_*` hooks return a `Request` (forward it), a `Response` (answer
 ///   instead) or a `Before` (`IntoBefore`); `on_fetch` returns `Option<R>` with
 ///   `R: IntoResponse` (`IntoFetchResponse`);
-/// - `on_message` may take its message as `Message` (text or binary) or `String` (text
-///   only: a binary message is logged as an error and the handler does not run)
-///   (`FromMessage`).
+/// - `on_message` may take its message as `Message` (text or binary), `String` (text
+///   only: a binary message is logged as an error and the handler does not run),
+///   `Json<T>` for any `T: DeserializeOwned` (a frame that does not decode is logged, its
+///   sender alone is closed with 1007 and serde's error, and the handler does not run),
+///   or `Result<Json<T>, JsonRejection>` to see every frame (`FromMessage`).
 ///
 /// The constructor is `fn new(room: Room) -> Self` (or `fn new() -> Self`), which returns
 /// the party itself: set-up that can fail goes in `on_start`. Without one the struct must

@@ -226,6 +226,20 @@ impl Connection {
         self.send_frame(message.into().into_frame())
     }
 
+    /// Queues `value` as a JSON text message for this connection: an error if it does
+    /// not serialize (a map with non-string keys) or the connection is closed.
+    ///
+    /// ```no_run
+    /// # fn send(connection: &partykit_runtime::Connection) -> partykit_runtime::Result<()> {
+    /// connection.send_json(&serde_json::json!({ "type": "welcome", "id": connection.id() }))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let text = serde_json::to_string(value)?;
+        Ok(self.send(text)?)
+    }
+
     /// Closes the connection with `code` and `reason` (cut to 123 bytes at a character
     /// boundary). Messages queued before are sent first. Closing twice does nothing.
     ///

@@ -20,7 +20,8 @@
 //! `Box<dyn std::error::Error>`, the usual "any error".
 //!
 //! `on_message` takes its message as anything that implements [`FromMessage`]:
-//! [`Message`] (text or binary) or `String` (text only).
+//! [`Message`] (text or binary), `String` (text only), or [`Json<T>`](crate::Json) (JSON
+//! that decodes into `T`).
 //!
 //! The traits' type parameter `M` only tells their impls apart (for instance a `Result`
 //! from a plain response); it is always inferred, and you never name it.
@@ -45,8 +46,9 @@
 use std::error::Error as StdError;
 
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 
-use crate::{Before, Error, Message, Request};
+use crate::{Before, Connection, Error, Json, JsonRejection, Message, Request, close_code};
 
 /// An error a handler may return in a `Result`.
 ///
@@ -266,35 +268,111 @@ impl<R: IntoResponse, E: IntoHandlerError<M>, M> IntoFetchResponse<M> for Result
     }
 }
 
-/// What `on_message` may take its message as: [`Message`] (text or binary), or
-/// `String` (text only: a binary message is an error, logged, and the handler does not
-/// run).
+/// What `on_message` may take its message as:
+///
+/// - [`Message`]: text or binary;
+/// - `String`: text only; a binary message is logged as an error and the handler does not
+///   run;
+/// - [`Json<T>`](crate::Json) for any `T: DeserializeOwned`: a text or binary frame holding
+///   JSON that decodes into `T`. A frame that does not decode is not passed to the
+///   handler: it is logged (level `warn`, with the connection's id and serde's error), and
+///   the sender's socket alone is closed with 1007 (`close_code::INVALID_PAYLOAD`, the
+///   code WebSocket defines for data that does not fit the message's type) and serde's
+///   error as the reason, so the client learns what was wrong. The other connections are
+///   not affected;
+/// - `Result<Json<T>, JsonRejection>`: every frame reaches the handler, which decides
+///   what a bad one means (answer it, ignore it, count it).
+///
+/// ```
+/// use partykit_runtime::{party, Connection, Json, JsonRejection};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Vote {
+///     option: u32,
+/// }
+///
+/// #[party]
+/// #[derive(Default)]
+/// struct Poll {
+///     votes: Vec<u32>,
+/// }
+///
+/// #[party]
+/// impl Poll {
+///     fn on_message(&mut self, Json(vote): Json<Vote>, sender: &Connection) {
+///         self.votes.push(vote.option);
+///         let _ = sender.send_json(&self.votes);
+///     }
+/// }
+///
+/// #[party(name = "lenient")]
+/// #[derive(Default)]
+/// struct Lenient;
+///
+/// #[party]
+/// impl Lenient {
+///     fn on_message(&mut self, vote: Result<Json<Vote>, JsonRejection>, sender: &Connection) {
+///         if let Err(rejection) = vote {
+///             let _ = sender.send(format!("not a vote: {rejection}"));
+///         }
+///     }
+/// }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`on_message` cannot take its message as `{Self}`",
-    label = "write `Message` (text or binary) or `String` (text only)",
-    note = "`Message` has `as_text()`, `as_binary()` and `json::<T>()` for other forms"
+    label = "write `Message` (text or binary), `String` (text only) or `Json<T>` (JSON that decodes into `T`)",
+    note = "`Result<Json<T>, JsonRejection>` lets the handler see frames that do not decode"
 )]
 pub trait FromMessage: Sized {
-    /// Converts the message, or fails if it is of the wrong kind.
-    fn from_message(message: Message) -> Result<Self, Error>;
+    /// Converts the message for the handler, or reacts to one of the wrong kind (see the
+    /// trait's documentation) and returns `None`: the handler then does not run.
+    fn from_message(message: Message, sender: &Connection) -> Option<Self>;
 }
 
 impl FromMessage for Message {
     #[inline]
-    fn from_message(message: Message) -> Result<Self, Error> {
-        Ok(message)
+    fn from_message(message: Message, _: &Connection) -> Option<Self> {
+        Some(message)
     }
 }
 
 impl FromMessage for String {
-    fn from_message(message: Message) -> Result<Self, Error> {
+    fn from_message(message: Message, sender: &Connection) -> Option<Self> {
         match message {
-            Message::Text(text) => Ok(text.as_str().to_owned()),
-            Message::Binary(_) => Err(Error::msg(
-                "a binary message arrived, but `on_message` takes a `String` (text only); \
-                 take a `Message` to receive both",
-            )),
+            Message::Text(text) => Some(text.as_str().to_owned()),
+            Message::Binary(_) => {
+                tracing::error!(
+                    connection = sender.id(),
+                    "a binary message arrived, but `on_message` takes a `String` (text only); \
+                     take a `Message` to receive both"
+                );
+                None
+            }
         }
+    }
+}
+
+impl<T: DeserializeOwned> FromMessage for Json<T> {
+    fn from_message(message: Message, sender: &Connection) -> Option<Self> {
+        match JsonRejection::decode(&message) {
+            Ok(value) => Some(Json(value)),
+            Err(rejection) => {
+                tracing::warn!(
+                    connection = sender.id(),
+                    error = %rejection,
+                    "a message is not the JSON `on_message` takes; closing its sender with 1007"
+                );
+                let _ = sender.close(close_code::INVALID_PAYLOAD, &rejection.to_string());
+                None
+            }
+        }
+    }
+}
+
+impl<T: DeserializeOwned> FromMessage for Result<Json<T>, JsonRejection> {
+    fn from_message(message: Message, _: &Connection) -> Option<Self> {
+        Some(JsonRejection::decode(&message).map(Json))
     }
 }
 

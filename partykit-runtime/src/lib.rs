@@ -156,7 +156,7 @@ pub use env::Env;
 pub use error::{ERROR_ID_HEADER, Error, Result};
 pub use limits::Limits;
 pub use lobby::{Before, Cron, CronLobby, FetchLobby, FetchSocket, Lobby};
-pub use message::{Message, Utf8Bytes};
+pub use message::{JsonRejection, Message, Utf8Bytes};
 pub use parties::Context;
 pub use party::{Handlers, Party, PartyOptions};
 pub use partykit_macros::party;

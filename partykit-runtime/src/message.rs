@@ -134,3 +134,41 @@ impl From<Bytes> for Message {
         Self::Binary(bytes)
     }
 }
+
+/// Why a message did not decode as the JSON `on_message` takes in
+/// `Result<Json<T>, JsonRejection>`: serde's error, with the line and column in the frame.
+///
+/// ```
+/// use partykit_runtime::{JsonRejection, Message};
+///
+/// let rejection = JsonRejection::decode::<u32>(&Message::from("\"seven\"")).unwrap_err();
+/// assert!(rejection.to_string().starts_with("invalid type: string"));
+/// ```
+#[derive(Debug)]
+pub struct JsonRejection {
+    error: serde_json::Error,
+}
+
+impl JsonRejection {
+    /// Decodes `message` (text or binary) as JSON of type `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(message: &Message) -> Result<T, JsonRejection> {
+        serde_json::from_slice(message.as_bytes()).map_err(|error| JsonRejection { error })
+    }
+
+    /// serde's error.
+    pub fn error(&self) -> &serde_json::Error {
+        &self.error
+    }
+}
+
+impl std::fmt::Display for JsonRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for JsonRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

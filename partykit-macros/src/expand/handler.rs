@@ -38,7 +38,7 @@ pub(crate) fn expand(
     } else {
         Style::Class
     };
-    let arguments = arguments(paths, kind, user_style, method, &room);
+    let (before, arguments) = arguments(paths, kind, user_style, method, &room);
     let call = call(self_ty, method, arguments);
     let body = normalise(paths, kind, method, call);
     // The returned future is spanned at the user's method name: if the user's future is
@@ -46,6 +46,7 @@ pub(crate) fn expand(
     let future = quote_spanned! {at(&method.ident)=>
         async move {
             #get_room
+            #before
             #body
         }
     };
@@ -90,41 +91,50 @@ fn trait_signature(paths: &Paths, kind: HandlerKind, method: &Method) -> TokenSt
     quote!(fn #name(#receiver #(#params),*) -> #future)
 }
 
-/// The user's receiver and parameters, in order, each converted from the runtime's value.
-/// The user may leave out trailing parameters.
+/// The user's receiver and parameters, in order, each converted from the runtime's value,
+/// and the statements that must run first: a message is converted by `FromMessage`, which
+/// may answer a message of the wrong kind itself, and then the handler does not run. The
+/// user may leave out trailing parameters.
 fn arguments(
     paths: &Paths,
     kind: HandlerKind,
     style: Style,
     method: &Method,
     room: &Ident,
-) -> Vec<TokenStream> {
+) -> (TokenStream, Vec<TokenStream>) {
+    let private = &paths.private;
     let receiver = match method.receiver {
         Receiver::Exclusive => Some(quote!(self)),
         Receiver::Shared => Some(quote!(&*self)),
         // Static hooks and object style; other receivers were refused by `validate`.
         Receiver::None | Receiver::Unsupported => None,
     };
-    let params = method
+    let mut before = TokenStream::new();
+    let params: Vec<TokenStream> = method
         .params
         .iter()
         .zip(kind.params_in(style))
         .map(|(param, expected)| {
-            let given = if expected.ty == "Room" {
-                quote!(&#room)
-            } else {
-                // Every parameter of a style's form is one of the trait's, or the room
-                // (`model`'s tables say so, and a test there checks it).
-                local(expected).into_token_stream()
-            };
-            let ty = if expected.by_ref {
-                format!("&{}", expected.ty)
-            } else {
-                expected.ty.to_owned()
-            };
-            pass(paths, param, &ty, given)
-        });
-    receiver.into_iter().chain(params).collect()
+            if expected.ty == "Room" {
+                return pass(paths, param, quote!(&#room));
+            }
+            // Every parameter of a style's form is one of the trait's, or the room
+            // (`model`'s tables say so, and a test there checks it).
+            let given = local(expected);
+            if expected.ty == "Message" {
+                let sender = format_ident!("__partykit_sender");
+                let conversion = from_message(paths, param, quote!(#given, #sender));
+                before.extend(quote! {
+                    let ::core::option::Option::Some(#given) = #conversion else {
+                        return #private::StdResult::Ok(());
+                    };
+                });
+                return given.into_token_stream();
+            }
+            pass(paths, param, given.into_token_stream())
+        })
+        .collect();
+    (before, receiver.into_iter().chain(params).collect())
 }
 
 /// `<Chat>::on_message(args…)`, awaited if the method is `async`. Spanned at the user's
@@ -166,22 +176,30 @@ fn normalise(paths: &Paths, kind: HandlerKind, method: &Method, call: TokenStrea
     }
 }
 
-/// One argument of the user's method: the runtime's `given` value (of type `expected`,
-/// as named in the signatures), converted to the user's parameter type. Spanned at that
-/// type, so a wrong one is reported on it with a message naming the right one. A message
-/// goes through `FromMessage` (`Message` or `String`), anything else through `Parameter`
-/// (only the expected type itself).
-pub(crate) fn pass(
-    paths: &Paths,
-    param: &Param,
-    expected: &str,
-    given: TokenStream,
-) -> TokenStream {
+/// One argument of the user's method: the runtime's `given` value, converted to the
+/// user's parameter type by `Parameter` (only the type the signature lists). Spanned at
+/// that type, so a wrong one is reported on it with a message naming the right one.
+pub(crate) fn pass(paths: &Paths, param: &Param, given: TokenStream) -> TokenStream {
     let handler = &paths.handler;
-    // Every token gets a span of the user's type, the runtime's path included (a span
-    // joining the macro's call site with the user's type would underline everything in
-    // between): the path its first token's, the arguments its last token's, so that the
-    // call, whose span rustc reports, covers exactly the type.
+    spanned_call(param, quote!(#handler::Parameter::parameter), given)
+}
+
+/// `FromMessage::from_message(message, sender)` for the user's message parameter, spanned
+/// at its type.
+fn from_message(paths: &Paths, param: &Param, arguments: TokenStream) -> TokenStream {
+    let handler = &paths.handler;
+    spanned_call(
+        param,
+        quote!(#handler::FromMessage::from_message),
+        arguments,
+    )
+}
+
+/// `path(arguments)` with every token spanned at the parameter's type (a span joining the
+/// macro's call site with the user's type would underline everything in between): the
+/// path its first token's, the arguments its last token's, so that the call, whose span
+/// rustc reports, covers exactly the type.
+fn spanned_call(param: &Param, path: TokenStream, arguments: TokenStream) -> TokenStream {
     let tokens = param.ty.to_token_stream();
     let first = tokens.clone().into_iter().next().map(|token| at(&token));
     let last = tokens.into_iter().last().map(|token| at(&token));
@@ -189,16 +207,12 @@ pub(crate) fn pass(
         (Some(first), Some(last)) => (first, last),
         _ => (at(&param.ty), at(&param.ty)),
     };
-    let given = respan(given, last);
-    let arguments = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, given);
-    let mut arguments = proc_macro2::TokenTree::from(arguments);
+    let arguments = respan(arguments, last);
+    let mut arguments = proc_macro2::TokenTree::from(proc_macro2::Group::new(
+        proc_macro2::Delimiter::Parenthesis,
+        arguments,
+    ));
     arguments.set_span(last);
-    if expected == "Message" {
-        let path = respan(quote!(#handler::FromMessage::from_message), first);
-        let question = respan(quote!(?), last);
-        quote!(#path #arguments #question)
-    } else {
-        let path = respan(quote!(#handler::Parameter::parameter), first);
-        quote!(#path #arguments)
-    }
+    let path = respan(path, first);
+    quote!(#path #arguments)
 }

@@ -280,7 +280,7 @@ fn expand_new(paths: &Paths, self_ty: &Type, constructors: &[&Method]) -> TokenS
             .params
             .iter()
             .zip([&room])
-            .map(|(param, local)| handler::pass(paths, param, "Room", quote!(#local)));
+            .map(|(param, local)| handler::pass(paths, param, quote!(#local)));
         let call = quote_spanned! {output_span(method)=>
             <_ as #handler::IntoParty<Self>>::into_party(<#self_ty>::new(#(#args),*))
         };

@@ -120,6 +120,25 @@ impl Room {
             .send_each(recipients, || Outbound::Frame(frame.clone()));
     }
 
+    /// Sends `value` as JSON text to every connection of the room except those whose id is
+    /// in `without`, as [`broadcast`](Room::broadcast): serialized once, for all. An error
+    /// only if it does not serialize (a map with non-string keys); then nothing is sent.
+    ///
+    /// ```no_run
+    /// # fn vote(room: &partykit_runtime::Room, sender: &str) -> partykit_runtime::Result<()> {
+    /// room.broadcast_json(&serde_json::json!({ "voted": sender }), &[sender])?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn broadcast_json<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+        without: &[&str],
+    ) -> Result<(), crate::Error> {
+        self.broadcast(serde_json::to_string(value)?, without);
+        Ok(())
+    }
+
     /// The connection with this id, if it is connected to this room.
     pub fn get_connection(&self, id: &str) -> Option<Connection> {
         self.registry().get(id).cloned()

@@ -1,9 +1,11 @@
 //! Return types judged by the traits of `partykit_runtime::handler`: a type that does not
 //! fit gets one message naming the trait and the shapes that fit, however it is spelled.
 
-use partykit_runtime::{Error, Message, Request, Room, party};
+use partykit_runtime::{Error, Json, Message, Request, Room, party};
 
 struct NotAnError;
+
+struct NotDeserialize;
 
 type Outcome = Result<(), String>;
 
@@ -39,3 +41,13 @@ impl Types {
 }
 
 fn main() {}
+
+#[party(name = "typed")]
+#[derive(Default)]
+struct Typed;
+
+#[party]
+impl Typed {
+    // `Json<T>` needs a `T` that serde can decode.
+    fn on_message(&mut self, _message: Json<NotDeserialize>) {}
+}
