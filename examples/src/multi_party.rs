@@ -105,10 +105,10 @@ impl Chat {
             .body(serde_json::to_vec(&report)?)?;
         let response = lobby.fetch("/report", request).await?;
         if !response.status().is_success() {
-            return Err(Error::msg(format!(
-                "the lobby answered {}",
-                response.status()
-            )));
+            let status = response.status();
+            // The lobby says why in its body.
+            let why = response.text().await?;
+            return Err(Error::msg(format!("the lobby answered {status}: {why}")));
         }
         Ok(())
     }

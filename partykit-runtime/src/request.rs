@@ -33,10 +33,37 @@ pub struct Request {
 
 impl Request {
     /// A builder for a request, handy in tests and for calls between rooms.
+    ///
+    /// ```
+    /// use partykit_runtime::{Method, Request};
+    ///
+    /// let request = Request::builder()
+    ///     .method(Method::PUT)
+    ///     .uri("/notes?draft=1")
+    ///     .header("content-type", "text/plain")
+    ///     .body("hello")?;
+    /// assert_eq!(request.query("draft").as_deref(), Some("1"));
+    /// let get = Request::builder().uri("/notes").build()?; // no body
+    /// assert_eq!(get.method(), Method::GET);
+    /// # Ok::<(), partykit_runtime::Error>(())
+    /// ```
     pub fn builder() -> RequestBuilder {
         RequestBuilder {
             inner: http::Request::builder(),
         }
+    }
+
+    /// A `GET` of `uri` without a body: `Request::get("/count")?`.
+    pub fn get(uri: impl TryInto<Uri, Error: Into<http::Error>>) -> Result<Request, Error> {
+        Request::builder().uri(uri).build()
+    }
+
+    /// A `POST` of `body` to `uri`: `Request::post("/votes", r#"{"option":2}"#)?`.
+    pub fn post(
+        uri: impl TryInto<Uri, Error: Into<http::Error>>,
+        body: impl Into<Bytes>,
+    ) -> Result<Request, Error> {
+        Request::builder().method(Method::POST).uri(uri).body(body)
     }
 
     /// The HTTP method.
@@ -173,6 +200,11 @@ impl RequestBuilder {
     pub fn body(self, body: impl Into<Bytes>) -> Result<Request, Error> {
         let inner = self.inner.body(body.into())?;
         Ok(Request { inner })
+    }
+
+    /// Builds the request with an empty body (a `GET`, a `DELETE`).
+    pub fn build(self) -> Result<Request, Error> {
+        self.body(Bytes::new())
     }
 }
 

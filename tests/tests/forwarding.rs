@@ -74,13 +74,10 @@ impl Probe {
             };
             let answer = main
                 .get(target)
-                .fetch(&path, Request::builder().body("")?)
+                .fetch(&path, Request::builder().build()?)
                 .await?;
             let status = answer.status();
-            let body = http_body_util::BodyExt::collect(answer.into_body())
-                .await
-                .map_err(Error::msg)?;
-            let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+            let body = answer.text().await?;
             return Ok(format!("{target} answered {status}: {body}"));
         }
         if let Some(target) = request.query("socket") {

@@ -654,16 +654,15 @@ async fn body_text(response: Response) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-async fn described(response: Response) -> String {
-    format!(
-        "{} {}",
-        response.status().as_u16(),
-        body_text(response).await
-    )
+/// A room's answer as `<status> <body>`, read with `RoomResponse`'s own helpers.
+async fn described(response: partykit_runtime::parties::RoomResponse) -> String {
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("the room's answer is text");
+    format!("{status} {body}")
 }
 
 fn get() -> Request {
-    Request::builder().body("").expect("a request")
+    Request::get("/").expect("a request")
 }
 
 fn stub(room: &Room, party: &str, id: &str) -> Result<partykit_runtime::parties::RoomStub> {
@@ -797,7 +796,9 @@ impl Door {
             .method(request.method().clone())
             .header("x-test", "from a hook")
             .body(request.body().clone())?;
-        Ok(Before::Respond(target.fetch("/via-door", call).await?))
+        Ok(Before::Respond(
+            target.fetch("/via-door", call).await?.into(),
+        ))
     }
 }
 

@@ -21,8 +21,9 @@
 //!     async fn on_request(&mut self, _req: Request) -> Result<String, Error> {
 //!         // Ask the lobby room of the `stats` party, in-process.
 //!         let stats = self.room.context().parties().get("stats").ok_or_else(|| Error::msg("no stats party"))?;
-//!         let response = stats.get("lobby").fetch("/visits", Request::builder().method("POST").body("")?).await?;
-//!         Ok(format!("stats answered {}", response.status()))
+//!         let response = stats.get("lobby").fetch("/visits", Request::post("/", "")?).await?;
+//!         let visits: u64 = response.json().await?;
+//!         Ok(format!("{visits} visits"))
 //!     }
 //! }
 //! ```
@@ -32,8 +33,11 @@
 //! while B awaits A, directly or through others) fails at once with 508 Loop Detected
 //! instead of hanging.
 
+mod response;
 mod socket;
 mod waits;
+
+pub use response::{MAX_ROOM_RESPONSE, RoomResponse};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -181,7 +185,15 @@ impl RoomStub {
     /// server is at [`Limits::max_rooms`](crate::Limits::max_rooms) or shutting down, 414
     /// for an id over [`Limits::max_room_id_length`](crate::Limits::max_room_id_length).
     /// A call that would deadlock fails with an error of status 508.
-    pub async fn fetch(&self, path: &str, mut request: Request) -> Result<Response, Error> {
+    ///
+    /// The answer's body reads with [`RoomResponse::text`], `json` or `bytes`.
+    pub async fn fetch(&self, path: &str, request: Request) -> Result<RoomResponse, Error> {
+        self.fetch_response(path, request)
+            .await
+            .map(RoomResponse::from)
+    }
+
+    async fn fetch_response(&self, path: &str, mut request: Request) -> Result<Response, Error> {
         let target = self.target(path)?;
         request.set_uri(
             target

@@ -246,7 +246,8 @@ impl Caller {
             return callers
                 .get(&to)
                 .fetch(&path, empty_request(Method::GET)?)
-                .await;
+                .await
+                .map(Response::from);
         }
         if self.room.id().starts_with("back")
             && let Some(from) = request.query("from")
@@ -255,7 +256,8 @@ impl Caller {
             return callers
                 .get(&from)
                 .fetch(&path, empty_request(Method::GET)?)
-                .await;
+                .await
+                .map(Response::from);
         }
         Ok(format!("{} on {}", self.room.id(), node_addr()).into_response())
     }
