@@ -2,6 +2,7 @@
 //!
 //! - [`migration`]: from object-style (legacy) handlers to class style, handler by
 //!   handler.
+//! - [`testing`]: testing your parties with [`crate::testing`] (feature `testing`).
 //! - [`debugging`]: what `#[party]`'s compile errors and warnings mean, and what to write
 //!   instead.
 
@@ -10,3 +11,8 @@ pub mod migration {}
 
 #[doc = include_str!("../../docs/DEBUGGING.md")]
 pub mod debugging {}
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+#[doc = include_str!("../../docs/TESTING.md")]
+pub mod testing {}

@@ -115,6 +115,7 @@
 extern crate self as partykit_runtime;
 
 mod alarms;
+mod clock;
 mod cluster;
 mod connection;
 mod cron;
@@ -133,6 +134,9 @@ mod room;
 mod server;
 pub mod storage;
 mod tasks;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 #[cfg(feature = "yjs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "yjs")))]
 pub mod yjs;
