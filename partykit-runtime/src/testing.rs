@@ -706,9 +706,15 @@ impl TestSocket {
     /// (its id and query are not added: the URL is sent as given). For servers a
     /// [`TestServer`] does not run. Panics if refused.
     pub async fn connect(url: &str, options: SocketOptions) -> TestSocket {
-        connect(url, &options, DEFAULT_TIMEOUT, CancellationToken::new())
+        Self::try_connect(url, options)
             .await
             .unwrap_or_else(|refused| panic!("the socket to {url} was refused: {refused}"))
+    }
+
+    /// Opens a socket like [`connect`](Self::connect), returning the server's refusal
+    /// instead of panicking.
+    pub async fn try_connect(url: &str, options: SocketOptions) -> Result<TestSocket, Refused> {
+        connect(url, &options, DEFAULT_TIMEOUT, CancellationToken::new()).await
     }
 
     /// The connection id sent as `_pk`, if one was.
@@ -829,10 +835,11 @@ impl TestSocket {
         }
     }
 
-    /// Waits for the socket to close and returns the close frame's code and reason (as
-    /// a browser's `CloseEvent` has them: 1005 for a close frame without a code, 1006
-    /// for a connection that ended without a close frame). Panics if a message arrives
-    /// first, or on timeout.
+    /// Waits for the socket to close (the closing handshake done and the connection
+    /// ended, when a browser's `close` event fires) and returns the close frame's code
+    /// and reason as a browser's `CloseEvent` has them: 1005 for a close frame without
+    /// a code, 1006 for a connection that ended without a close frame. Panics if a
+    /// message arrives first, or on timeout.
     pub async fn closed(&mut self) -> (u16, String) {
         match self.next("the socket to close").await {
             Incoming::Closed(code, reason) => (code, reason),
@@ -843,9 +850,10 @@ impl TestSocket {
         }
     }
 
-    /// Closes the socket with `code` and `reason` and waits for the server's answering
-    /// close frame, returning its code and reason; messages that arrive meanwhile are
-    /// dropped. Panics on timeout.
+    /// Closes the socket with `code` and `reason` and waits until it has closed,
+    /// returning the server's answering close frame's code and reason (or the server's
+    /// own, if it closed first); messages that arrive meanwhile are dropped. Panics on
+    /// timeout.
     pub async fn close(&mut self, code: u16, reason: &str) -> (u16, String) {
         if self.ended.is_none() {
             let frame = CloseFrame {
@@ -951,6 +959,8 @@ async fn read(
     deliver: mpsc::Sender<Incoming>,
     closing: CancellationToken,
 ) {
+    // The close frame's code and reason, handed over when the connection has ended (as
+    // a browser's `close` event fires after the closing handshake).
     let mut closed: Option<(u16, String)> = None;
     loop {
         let incoming = match stream.next().await {
@@ -959,29 +969,21 @@ async fn read(
             }
             Some(Ok(WsMessage::Binary(bytes))) => Incoming::Message(Message::Binary(bytes)),
             Some(Ok(WsMessage::Close(frame))) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |frame| {
-                    (u16::from(frame.code), frame.reason.as_str().to_owned())
+                // Reading on sends the reply and sees the connection end.
+                closed.get_or_insert_with(|| {
+                    frame.map_or((1005, String::new()), |frame| {
+                        (u16::from(frame.code), frame.reason.as_str().to_owned())
+                    })
                 });
-                // Handed over at once; reading on completes the closing handshake.
-                closed = Some((code, reason.clone()));
-                Incoming::Closed(code, reason)
+                continue;
             }
             Some(Ok(_)) => continue,
-            Some(Err(error)) => {
-                if closed.is_some() {
-                    return;
-                }
-                let _ = deliver
-                    .send(Incoming::Closed(1006, error.to_string()))
-                    .await;
-                return;
-            }
-            None => {
-                if closed.is_none() {
-                    let _ = deliver
-                        .send(Incoming::Closed(1006, "the connection ended".to_owned()))
-                        .await;
-                }
+            end => {
+                let (code, reason) = closed.unwrap_or_else(|| match end {
+                    Some(Err(error)) => (1006, error.to_string()),
+                    _ => (1006, "the connection ended".to_owned()),
+                });
+                let _ = deliver.send(Incoming::Closed(code, reason)).await;
                 return;
             }
         };
