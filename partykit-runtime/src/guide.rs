@@ -2,7 +2,8 @@
 //!
 //! - [`migration`]: from object-style (legacy) handlers to class style, handler by
 //!   handler.
-//! - [`testing`]: testing your parties with [`crate::testing`] (feature `testing`).
+//! - `testing` (with the cargo feature `testing`): testing your parties with the test
+//!   kit, `partykit_runtime::testing`.
 //! - [`debugging`]: what `#[party]`'s compile errors and warnings mean, and what to write
 //!   instead.
 

@@ -104,7 +104,11 @@
 //! - [`Server`]: project variables ([`Env`]), static assets, CORS, cron schedules,
 //!   [`Limits`].
 //! - `yjs` (cargo feature `yjs`): Yjs documents compatible with `y-partykit`.
-//! - [`guide`]: migrating from PartyKit's object style; debugging `#[party]` errors.
+//! - `testing` (cargo feature `testing`): test your parties in-process, with sockets,
+//!   HTTP, alarms fired on demand and a view of storage; the guide is
+//!   `guide::testing` (docs/TESTING.md).
+//! - [`guide`]: migrating from PartyKit's object style; debugging `#[party]` errors;
+//!   testing.
 //! - [`deprecated`]: PartyKit's old names, each pointing to its replacement.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -104,9 +104,9 @@ impl Room {
 
     /// The server's time: the time to set alarms from, as `Date.now()` is in PartyKit.
     ///
-    /// It is the wall clock, except in a [`testing::TestServer`](crate::testing), whose
-    /// clock runs ahead of the wall clock by what the test
-    /// [`advance`](crate::testing::TestServer::advance)d it; an alarm set from
+    /// It is the wall clock, except in a `testing::TestServer` (the test kit, cargo
+    /// feature `testing`), whose clock runs ahead of the wall clock by what the test
+    /// advanced it; an alarm set from
     /// `room.now()` fires there when the test advances past it, and an `on_alarm` that
     /// sets its next alarm from `room.now()` fires again within one advance as often as
     /// it would in that much real time.

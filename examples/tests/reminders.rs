@@ -1,0 +1,48 @@
+//! The reminders example's alarms, driven by the test clock instead of real time.
+
+use std::time::Duration;
+
+use partykit_examples::reminders::{Reminder, Reminders};
+use partykit_runtime::Server;
+use partykit_runtime::storage::ListOptions;
+use partykit_runtime::testing::TestServer;
+
+#[tokio::test]
+async fn reminders_arrive_when_due_in_order_and_leave_storage() {
+    let server = TestServer::start(Server::new().party::<Reminders>()).await;
+    let mut socket = server.socket("main", "team").await;
+    for (delay, message) in [
+        (60_000, "stand-up"),
+        (1_000, "coffee"),
+        (3_600_000, "lunch"),
+    ] {
+        let response = server
+            .post(&format!("/parties/main/team?in={delay}"), message)
+            .await;
+        assert_eq!(response.status(), 200, "{}", response.text().await);
+    }
+    let pending: Vec<Reminder> = server.get("/parties/main/team").await.json().await;
+    assert_eq!(pending.len(), 3);
+
+    // A minute fires the first two, in the order they are due; the hour's stays.
+    assert_eq!(server.advance(Duration::from_secs(60)).await, 2);
+    assert_eq!(socket.recv_text().await, "coffee");
+    assert_eq!(socket.recv_text().await, "stand-up");
+    socket.expect_silence(Duration::from_millis(50)).await;
+    let stored: Vec<(String, Reminder)> = server
+        .storage("main", "team")
+        .list(ListOptions::new().prefix("reminder:"))
+        .await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].1.message, "lunch");
+    assert!(server.storage("main", "team").alarm().await.is_some());
+
+    assert_eq!(server.advance(Duration::from_secs(3600)).await, 1);
+    assert_eq!(socket.recv_text().await, "lunch");
+    assert_eq!(
+        server.storage("main", "team").keys().await,
+        Vec::<String>::new()
+    );
+    assert_eq!(server.storage("main", "team").alarm().await, None);
+    server.shutdown().await;
+}
