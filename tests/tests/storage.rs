@@ -1582,7 +1582,12 @@ async fn get_alarm_inside_on_alarm_shows_only_a_new_alarm() {
     );
     let results = run(&server, "reset", json!([{"op": "get_alarm"}])).await;
     assert_eq!(results[0], Value::Null);
-    tokio::time::sleep(QUIET).await;
+    // An hour on the test clock: nothing else is due.
+    assert_eq!(
+        server.kit().advance(Duration::from_secs(3600)).await,
+        0,
+        "no third run"
+    );
     assert_eq!(probe.count("alarm-done reset"), 2, "no third run");
 }
 
@@ -1610,8 +1615,8 @@ async fn delete_alarm_cancels_it() {
         json!([{"op": "set_alarm", "in_ms": -1}, {"op": "delete_alarm"}]),
     )
     .await;
-    // Well past when it was due.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Well past when it was due, on the test clock: nothing fires.
+    assert_eq!(server.kit().advance(Duration::from_secs(60)).await, 0);
     assert_eq!(
         probe.count(&format!("alarm {PARTY} cancel")),
         0,
@@ -1628,7 +1633,8 @@ async fn delete_alarm_cancels_it() {
     )
     .await;
     probe.wait_for("alarm-done cancel", 1).await;
-    tokio::time::sleep(QUIET).await;
+    // The replaced time (an hour away) does not fire either.
+    assert_eq!(server.kit().advance(Duration::from_secs(7200)).await, 0);
     assert_eq!(probe.count("alarm-done cancel"), 1);
 }
 
