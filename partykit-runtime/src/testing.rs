@@ -357,9 +357,32 @@ impl TestServer {
 
     // HTTP
 
-    /// Sends `request` to the server and returns its response. A URI without a host
-    /// (`/parties/main/room`) is sent to this server; the `Host` header is set.
-    /// Panics on timeout or if the connection fails.
+    /// Sends `request` (its body anything that converts into [`Bytes`]: `String`,
+    /// `Vec<u8>`, `&'static str`, `Bytes`) to the server and returns its response. A URI
+    /// without a host (`/parties/main/room`) is sent to this server; the `Host` header
+    /// is set. Panics on timeout or if the connection fails.
+    ///
+    /// ```
+    /// # use partykit_runtime::{party, Request, Server};
+    /// # use partykit_runtime::testing::TestServer;
+    /// # #[party] #[derive(Default)] struct Main;
+    /// # #[party] impl Main {
+    /// #     async fn on_request(&mut self, req: Request) -> String {
+    /// #         req.header("x-name").unwrap_or("nobody").to_owned()
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let server = TestServer::start(Server::new().party::<Main>()).await;
+    /// let request = http::Request::put("/parties/main/room")
+    ///     .header("x-name", "alice")
+    ///     .body("")
+    ///     .unwrap();
+    /// let response = server.fetch(request).await;
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(response.text().await, "alice");
+    /// # }
+    /// ```
     pub async fn fetch<B: Into<Bytes>>(&self, request: http::Request<B>) -> TestResponse {
         let (mut parts, body) = request.into_parts();
         if parts.uri.authority().is_none() {
