@@ -1235,6 +1235,105 @@ mod tests {
         }
     }
 
+    /// Greets with what it saw of the upgrade; its alarm always fails.
+    #[party(name = "seer")]
+    struct Seer {
+        room: Room,
+    }
+
+    #[party]
+    impl Seer {
+        fn new(room: Room) -> Self {
+            Seer { room }
+        }
+
+        async fn on_connect(&mut self, conn: &Connection, ctx: &ConnectionContext) {
+            let header = ctx.request().header("x-test").unwrap_or("none").to_owned();
+            let _ = conn.send(format!("{} {} {header}", conn.id(), conn.uri()));
+        }
+
+        async fn on_message(
+            &mut self,
+            _message: Message,
+            sender: &Connection,
+        ) -> Result<(), Error> {
+            let storage = self.room.storage();
+            storage.set_alarm(self.room.now()).await?;
+            let _ = sender.send("scheduled");
+            Ok(())
+        }
+
+        async fn on_alarm(&mut self) -> Result<(), Error> {
+            let runs: u32 = self.room.storage().get("runs").await?.unwrap_or(0) + 1;
+            self.room
+                .storage()
+                .allow_unconfirmed()
+                .put("runs", &runs)
+                .await?;
+            Err(Error::msg("failing on purpose"))
+        }
+    }
+
+    #[tokio::test]
+    async fn socket_options_reach_the_room_as_partysocket_sends_them() {
+        let server = TestServer::start(Server::new().party::<Seer>()).await;
+        let options = SocketOptions::new()
+            .id("me")
+            .query("a b", "c&d")
+            .header("x-test", "yes");
+        let mut socket = server.socket_with("seer", "room 1", options).await;
+        let greeting = socket.recv_text().await;
+        assert_eq!(
+            greeting,
+            format!(
+                "me {}/parties/seer/room%201?_pk=me&a%20b=c%26d yes",
+                server.url()
+            ),
+            "the id, the encoded path and query, the header"
+        );
+        let mut random = server.socket("seer", "r").await;
+        let id = random.id().expect("an id").to_owned();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        assert_eq!(
+            random.recv_text().await,
+            format!("{id} {}/parties/seer/r?_pk={id} none", server.url())
+        );
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_alarms_retries_follow_the_test_clock() {
+        let limits = crate::Limits {
+            alarm_retry_base: Duration::from_secs(60),
+            alarm_max_retries: 2,
+            ..crate::Limits::default()
+        };
+        let server = TestServer::start(Server::new().party::<Seer>().limits(limits)).await;
+        let mut socket = server.socket("seer", "r").await;
+        socket.recv_text().await;
+        socket.send("go").await;
+        assert_eq!(socket.recv_text().await, "scheduled");
+        // The first run, then retries 60 s and 120 s later; then the alarm is dropped.
+        assert_eq!(server.advance(Duration::from_secs(59)).await, 1);
+        assert_eq!(server.advance(Duration::from_secs(1)).await, 1);
+        assert_eq!(server.advance(Duration::from_secs(3600)).await, 1);
+        assert_eq!(
+            server.storage("seer", "r").get::<u32>("runs").await,
+            Some(3)
+        );
+        assert_eq!(server.storage("seer", "r").alarm().await, None);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_dropped_server_closes_its_sockets() {
+        let server = TestServer::start(server()).await;
+        let mut socket = server.socket("main", "d").await;
+        socket.recv_text().await;
+        drop(server);
+        assert_eq!(socket.closed().await.0, 1001);
+    }
+
     #[tokio::test]
     async fn a_server_that_cannot_start_says_why() {
         let error = TestServer::try_start(server().party::<Ticker>())
