@@ -60,7 +60,8 @@
 //! order, and `advance` returns once their handlers have finished. Everything else runs
 //! on real time and does not move: socket and HTTP timeouts, the test kit's own waits,
 //! idle rooms ([`Limits::room_idle_timeout`](crate::Limits::room_idle_timeout)),
-//! hibernation and cron schedules. Set alarms from [`Room::now`](crate::Room::now), the
+//! hibernation and cron schedules. An alarm that is due already (set to now, or in the
+//! past) fires at once, as on any server, without an advance. Set alarms from [`Room::now`](crate::Room::now), the
 //! server's clock; an alarm set from `SystemTime::now()` fires on an advance as well,
 //! but an `on_alarm` that reschedules itself from `SystemTime::now()` would fall behind
 //! the test clock and fire without end (an advance stops after 10,000 alarms and says
@@ -1258,7 +1259,9 @@ mod tests {
             sender: &Connection,
         ) -> Result<(), Error> {
             let storage = self.room.storage();
-            storage.set_alarm(self.room.now()).await?;
+            storage
+                .set_alarm(self.room.now() + Duration::from_secs(10))
+                .await?;
             let _ = sender.send("scheduled");
             Ok(())
         }
@@ -1313,9 +1316,10 @@ mod tests {
         socket.recv_text().await;
         socket.send("go").await;
         assert_eq!(socket.recv_text().await, "scheduled");
-        // The first run, then retries 60 s and 120 s later; then the alarm is dropped.
+        // The first run at 10 s, then retries 60 s and 120 s after the runs before;
+        // then the alarm is dropped.
         assert_eq!(server.advance(Duration::from_secs(59)).await, 1);
-        assert_eq!(server.advance(Duration::from_secs(1)).await, 1);
+        assert_eq!(server.advance(Duration::from_secs(11)).await, 1);
         assert_eq!(server.advance(Duration::from_secs(3600)).await, 1);
         assert_eq!(
             server.storage("seer", "r").get::<u32>("runs").await,
