@@ -405,7 +405,7 @@ impl Server {
     /// connection cap. Running out of file descriptors pauses accepting instead of
     /// failing.
     pub async fn serve(
-        #[allow(unused_mut)] mut self,
+        self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -425,13 +425,7 @@ impl Server {
             None => None,
         };
         let tasks = Tasks::new();
-        #[cfg(feature = "testing")]
-        let started = self.started.take();
         let app = Arc::new(self.build(tasks.clone()).await?);
-        #[cfg(feature = "testing")]
-        if let Some(started) = started {
-            let _ = started.send(());
-        }
         let backend = Arc::clone(&app.backend);
         let internal = internal.map(|internal| {
             if let Some(cluster) = &app.cluster {
@@ -550,6 +544,11 @@ impl Server {
             &directory,
             cluster.as_ref(),
         );
+        // The listener (bound by the caller) accepts from here on.
+        #[cfg(feature = "testing")]
+        if let Some(started) = self.started {
+            let _ = started.send(());
+        }
         Ok(App {
             parties,
             scheduled_token: self
