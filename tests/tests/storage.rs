@@ -1381,9 +1381,15 @@ async fn unconfirmed_writes_do_not_hold_output() {
     );
     held.pass();
 
-    // The unconfirmed write was committed all the same.
-    let results = run(&server, "unconfirmed", json!([{"op": "get", "key": "u"}])).await;
-    assert_eq!(results, [json!(1)]);
+    // The unconfirmed write was committed all the same: `sync` waits for the commit
+    // just released (a request alone could be answered before it has applied).
+    let results = run(
+        &server,
+        "unconfirmed",
+        json!([{"op": "sync"}, {"op": "get", "key": "u"}]),
+    )
+    .await;
+    assert_eq!(results, [json!("ok"), json!(1)]);
     assert_eq!(
         stored(&backend, "unconfirmed").await,
         [("u".to_owned(), Bytes::from("1"))]

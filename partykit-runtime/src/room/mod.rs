@@ -131,6 +131,7 @@ impl Room {
     ///         self.room.storage().set_alarm(next).await
     ///     }
     /// }
+    /// # fn main() {}
     /// ```
     pub fn now(&self) -> std::time::SystemTime {
         self.inner.clock.now()
