@@ -767,16 +767,15 @@ impl TestSocket {
         self.send(text).await;
     }
 
-    /// Sends any frame (a ping, a close with any code, …), returning the error instead
-    /// of panicking: for tests of what a server does with unusual frames.
-    pub async fn send_frame_raw(&mut self, frame: WsMessage) -> Result<(), tungstenite::Error> {
+    /// Sends a frame, returning the error instead of panicking.
+    async fn try_send_frame(&mut self, frame: WsMessage) -> Result<(), tungstenite::Error> {
         let what = format!("sending a frame on {}", self.path);
         within(self.timeout, what, self.sink.send(frame)).await
     }
 
     async fn send_frame(&mut self, frame: WsMessage) {
         let path = self.path.clone();
-        if let Err(error) = self.send_frame_raw(frame).await {
+        if let Err(error) = self.try_send_frame(frame).await {
             panic!("sending on {path} failed: {error}");
         }
     }
@@ -885,7 +884,7 @@ impl TestSocket {
                 reason: reason.into(),
             };
             // A server that closed first has its frame in the queue: read it below.
-            let _ = self.send_frame_raw(WsMessage::Close(Some(frame))).await;
+            let _ = self.try_send_frame(WsMessage::Close(Some(frame))).await;
         }
         loop {
             if let Incoming::Closed(code, reason) = self.next("the server's close frame").await {
