@@ -70,7 +70,7 @@ impl Reminders {
 
     async fn on_alarm(&mut self) -> Result<(), Error> {
         let storage = self.room.storage();
-        let now = now_ms();
+        let now = millis(self.room.now());
         let due: Vec<(String, Reminder)> = storage
             .list(ListOptions::new().prefix(PREFIX).end(key_for(now + 1, 0)))
             .await?;
@@ -85,7 +85,7 @@ impl Reminders {
 impl Reminders {
     async fn schedule(&mut self, delay_ms: u64, message: String) -> Result<String, Error> {
         let storage = self.room.storage();
-        let due = now_ms() + delay_ms;
+        let due = millis(self.room.now()) + delay_ms;
         // Tell reminders due at the same millisecond apart.
         let same_time: Vec<(String, Reminder)> = storage
             .list(ListOptions::new().prefix(format!("{PREFIX}{due:020}:")))
@@ -117,9 +117,9 @@ fn key_for(due: u64, n: usize) -> String {
     format!("{PREFIX}{due:020}:{n:06}")
 }
 
-fn now_ms() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
+/// `time` in ms since the Unix epoch. Times come from `room.now()`, the server's clock,
+/// so that a test's clock (`partykit_runtime::testing`) drives the reminders.
+fn millis(time: SystemTime) -> u64 {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }

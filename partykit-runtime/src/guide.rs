@@ -2,6 +2,8 @@
 //!
 //! - [`migration`]: from object-style (legacy) handlers to class style, handler by
 //!   handler.
+//! - `testing` (with the cargo feature `testing`): testing your parties with the test
+//!   kit, `partykit_runtime::testing`.
 //! - [`debugging`]: what `#[party]`'s compile errors and warnings mean, and what to write
 //!   instead.
 
@@ -10,3 +12,8 @@ pub mod migration {}
 
 #[doc = include_str!("../../docs/DEBUGGING.md")]
 pub mod debugging {}
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+#[doc = include_str!("../../docs/TESTING.md")]
+pub mod testing {}

@@ -104,7 +104,11 @@
 //! - [`Server`]: project variables ([`Env`]), static assets, CORS, cron schedules,
 //!   [`Limits`].
 //! - `yjs` (cargo feature `yjs`): Yjs documents compatible with `y-partykit`.
-//! - [`guide`]: migrating from PartyKit's object style; debugging `#[party]` errors.
+//! - `testing` (cargo feature `testing`): test your parties in-process, with sockets,
+//!   HTTP, alarms fired on demand and a view of storage; the guide is
+//!   `guide::testing` (docs/TESTING.md).
+//! - [`guide`]: migrating from PartyKit's object style; debugging `#[party]` errors;
+//!   testing.
 //! - [`deprecated`]: PartyKit's old names, each pointing to its replacement.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -115,6 +119,7 @@
 extern crate self as partykit_runtime;
 
 mod alarms;
+mod clock;
 mod cluster;
 mod connection;
 mod cron;
@@ -134,6 +139,9 @@ mod room;
 mod server;
 pub mod storage;
 mod tasks;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 #[cfg(feature = "yjs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "yjs")))]
 pub mod yjs;

@@ -1,7 +1,10 @@
 //! Shared helpers for the integration tests: a real server on an ephemeral port, a
 //! WebSocket client, a raw HTTP/1.1 client, and a probe that records what parties did.
 //!
-//! Every wait is bounded by [`WAIT`] and fails with a message that says what was awaited.
+//! The server and the WebSocket client are the test kit's (`partykit_runtime::testing`),
+//! which users test their parties with; [`RawWs`] and [`http`] are for tests of the
+//! wire itself. Every wait is bounded by [`WAIT`] and fails with a message that says what
+//! was awaited.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -12,7 +15,7 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use partykit_runtime::{Env, Server, ServerError};
+use partykit_runtime::{Env, Server, ServerError, testing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -45,19 +48,44 @@ pub async fn within<T>(what: impl std::fmt::Display, future: impl Future<Output 
 // ---------------------------------------------------------------------------------------
 // Server
 
-/// A [`Server`] serving on `127.0.0.1:<ephemeral>` inside the test's runtime. Dropping it
-/// triggers the shutdown future.
+/// A [`Server`] serving on `127.0.0.1:<ephemeral>` inside the test's runtime, through
+/// [`partykit_runtime::testing::TestServer`] (storage in memory unless the server was
+/// given some, no `.env` lookup, the test clock), or through [`Server::serve`] as it is
+/// ([`start_plain`](Self::start_plain)). Dropping it shuts the server
+/// down.
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
+    serving: Serving,
+}
+
+#[derive(Debug)]
+enum Serving {
+    Kit(Box<testing::TestServer>),
+    Node {
+        shutdown: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), ServerError>>,
+    },
+    Stopping(JoinHandle<Result<(), ServerError>>),
+    Stopped,
 }
 
 impl TestServer {
-    /// Binds an ephemeral port and serves `server` on it with
-    /// [`Server::serve`]; the server accepts connections as soon as this returns.
+    /// Starts `server` on an ephemeral port; the server accepts connections as soon as
+    /// this returns. Fails the test if the server cannot start.
     pub async fn start(server: Server) -> Self {
+        let kit = testing::TestServer::start(server).await;
+        Self {
+            addr: kit.addr(),
+            serving: Serving::Kit(Box::new(kit)),
+        }
+    }
+
+    /// Serves `server` on an ephemeral port with [`Server::serve`] as it is, without the
+    /// test kit: for cluster nodes (the kit does not run [`Server::cluster`]) and tests
+    /// of what a server does by default (its `.env` lookup). The listener is bound when
+    /// this returns, and answers once the server is built.
+    pub async fn start_plain(server: Server) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("cannot bind 127.0.0.1:0");
@@ -68,8 +96,7 @@ impl TestServer {
         }));
         Self {
             addr,
-            shutdown: Some(shutdown),
-            task,
+            serving: Serving::Node { shutdown, task },
         }
     }
 
@@ -78,34 +105,70 @@ impl TestServer {
         self.addr
     }
 
-    /// Completes the shutdown future, without waiting for the server to stop.
-    pub fn trigger_shutdown(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+    /// The test kit's server: its clock ([`advance`](testing::TestServer::advance)),
+    /// storage view and clients. Fails the test for a
+    /// [`start_plain`](Self::start_plain) server or one shut down.
+    pub fn kit(&self) -> &testing::TestServer {
+        match &self.serving {
+            Serving::Kit(kit) => kit,
+            _ => panic!("not a running test kit server (started with start_plain, or shut down)"),
         }
     }
 
-    /// Whether `serve` has returned.
-    pub fn is_stopped(&self) -> bool {
-        self.task.is_finished()
+    /// Begins the shutdown, without waiting for the server to stop.
+    pub fn trigger_shutdown(&mut self) {
+        self.serving = match std::mem::replace(&mut self.serving, Serving::Stopped) {
+            Serving::Kit(kit) => Serving::Stopping(tokio::spawn(kit.try_shutdown())),
+            Serving::Node { shutdown, task } => {
+                let _ = shutdown.send(());
+                Serving::Stopping(task)
+            }
+            other => other,
+        };
     }
 
-    /// Waits (bounded) for `serve` to return, after [`trigger_shutdown`](Self::trigger_shutdown).
+    /// Waits (bounded) for `serve` to return, shutting the server down first if
+    /// [`trigger_shutdown`](Self::trigger_shutdown) did not.
     pub async fn stopped(mut self) -> Result<(), ServerError> {
-        let task = &mut self.task;
-        within("the server to stop", task)
-            .await
-            .expect("the server task panicked")
+        self.trigger_shutdown();
+        match std::mem::replace(&mut self.serving, Serving::Stopped) {
+            Serving::Stopping(task) => within("the server to stop", task)
+                .await
+                .expect("the server's shutdown panicked"),
+            _ => Ok(()),
+        }
     }
 
     // Clients bound to this server.
 
-    /// `GET path`.
+    /// `GET path`, through the test kit's HTTP client (a raw request for a
+    /// [`start_plain`](Self::start_plain) server).
     pub async fn get(&self, path: &str) -> HttpResponse {
-        http(self.addr, "GET", path, &[], b"").await
+        if !matches!(self.serving, Serving::Kit(_)) {
+            return http(self.addr, "GET", path, &[], b"").await;
+        }
+        let response = self.kit().get(path).await;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response.bytes().await.to_vec();
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
     }
 
-    /// Any HTTP request.
+    /// Any HTTP request, written by hand on a fresh connection (see [`http`]), for
+    /// requests whose bytes on the wire are the point.
     pub async fn http(
         &self,
         method: &str,
@@ -129,7 +192,8 @@ impl TestServer {
         http(self.addr, "GET", path, &headers, b"").await
     }
 
-    /// Opens a WebSocket to `path`; fails the test if the server refuses it.
+    /// Opens a WebSocket to `path` (sent as given); fails the test if the server
+    /// refuses it.
     pub async fn connect(&self, path: &str) -> Ws {
         match self.try_connect(path).await {
             Ok(ws) => ws,
@@ -139,30 +203,68 @@ impl TestServer {
 
     /// Opens a WebSocket to `path`.
     pub async fn try_connect(&self, path: &str) -> Result<Ws, tungstenite::Error> {
-        self.try_connect_with(path, &[], None).await
+        self.try_connect_with(path, &[]).await
     }
 
-    /// Opens a WebSocket to `path` with extra request headers and, optionally, a small
-    /// TCP receive buffer (for clients that stop reading).
+    /// Opens a WebSocket to `path` with extra request headers; a refusal is returned as
+    /// tungstenite's `Error::Http` with the response's status and body.
     pub async fn try_connect_with(
         &self,
         path: &str,
         headers: &[(&str, &str)],
-        recv_buffer: Option<u32>,
     ) -> Result<Ws, tungstenite::Error> {
+        let options = headers
+            .iter()
+            .fold(testing::SocketOptions::new(), |options, (name, value)| {
+                options.header(*name, *value)
+            });
+        let socket = match &self.serving {
+            Serving::Kit(kit) => kit.try_socket_at(path, options).await,
+            _ => {
+                testing::TestSocket::try_connect(&format!("ws://{}{path}", self.addr), options)
+                    .await
+            }
+        };
+        match socket {
+            Ok(socket) => Ok(Ws { socket }),
+            Err(refused) => {
+                let mut response =
+                    tungstenite::http::Response::new(Some(refused.body.into_bytes()));
+                *response.status_mut() = refused.status;
+                Err(tungstenite::Error::Http(Box::new(response)))
+            }
+        }
+    }
+
+    /// Opens a raw WebSocket (see [`RawWs`]) to `path` with extra request headers and,
+    /// optionally, a small TCP receive buffer (for clients that stop reading).
+    pub async fn raw_connect_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        recv_buffer: Option<u32>,
+    ) -> Result<RawWs, tungstenite::Error> {
         try_connect_to(self.addr, path, headers, recv_buffer).await
+    }
+
+    /// Opens a raw WebSocket to `path`; fails the test if the server refuses it.
+    pub async fn raw_connect(&self, path: &str) -> RawWs {
+        match self.raw_connect_with(path, &[], None).await {
+            Ok(ws) => ws,
+            Err(error) => panic!("WebSocket to {path} refused: {}", describe_ws_error(&error)),
+        }
     }
 }
 
-/// Opens a WebSocket to `path` on the server at `addr`, with extra request headers and,
-/// optionally, a small TCP receive buffer (for clients that stop reading). The handshake
-/// is bounded by [`WAIT`].
+/// Opens a raw WebSocket to `path` on the server at `addr`, with extra request headers
+/// and, optionally, a small TCP receive buffer (for clients that stop reading). The
+/// handshake is bounded by [`WAIT`].
 pub async fn try_connect_to(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
     recv_buffer: Option<u32>,
-) -> Result<Ws, tungstenite::Error> {
+) -> Result<RawWs, tungstenite::Error> {
     let url = format!("ws://{addr}{path}");
     let mut request = url.as_str().into_client_request()?;
     for (name, value) in headers {
@@ -181,14 +283,16 @@ pub async fn try_connect_to(
         let stream = socket.connect(addr).await.map_err(tungstenite::Error::Io)?;
         stream.set_nodelay(true).map_err(tungstenite::Error::Io)?;
         let (ws, _response) = tokio_tungstenite::client_async(request, stream).await?;
-        Ok(Ws { inner: ws })
+        Ok(RawWs { inner: ws })
     })
     .await
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.trigger_shutdown();
+        if let Serving::Node { .. } = self.serving {
+            self.trigger_shutdown();
+        }
     }
 }
 
@@ -208,13 +312,7 @@ fn describe_ws_error(error: &tungstenite::Error) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// WebSocket client
-
-/// A test WebSocket client. Every receive is bounded by [`WAIT`].
-#[derive(Debug)]
-pub struct Ws {
-    inner: WebSocketStream<TcpStream>,
-}
+// WebSocket clients
 
 /// How a WebSocket ended, as the client saw it.
 #[derive(Debug, PartialEq, Eq)]
@@ -227,7 +325,105 @@ pub enum Ended {
     Dropped(String),
 }
 
+/// A test WebSocket client on the test kit's [`testing::TestSocket`]: read in the
+/// background (the server's close and pings are answered at once), every wait bounded
+/// by [`WAIT`].
+#[derive(Debug)]
+pub struct Ws {
+    socket: testing::TestSocket,
+}
+
 impl Ws {
+    /// The test kit's socket.
+    pub fn socket(&mut self) -> &mut testing::TestSocket {
+        &mut self.socket
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.socket.send(text.into()).await;
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&mut self, bytes: impl Into<Vec<u8>>) {
+        self.socket.send(bytes.into()).await;
+    }
+
+    /// The next text or binary message; fails on close, error or timeout.
+    pub async fn recv(&mut self) -> WsMessage {
+        match self.socket.recv().await {
+            partykit_runtime::Message::Text(text) => WsMessage::text(text.as_str()),
+            partykit_runtime::Message::Binary(bytes) => WsMessage::Binary(bytes),
+        }
+    }
+
+    /// The next message, which must be text.
+    pub async fn recv_text(&mut self) -> String {
+        self.socket.recv_text().await
+    }
+
+    /// The next message, parsed as JSON text.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        self.socket.recv_json().await
+    }
+
+    /// Sends `request` and returns the next text message.
+    pub async fn ask(&mut self, request: &str) -> String {
+        self.send_text(request).await;
+        self.recv_text().await
+    }
+
+    /// Waits until the socket has closed (the closing handshake done and the
+    /// connection ended); fails if a message arrives first.
+    pub async fn ended(&mut self) -> Ended {
+        ended(self.socket.closed().await)
+    }
+
+    /// Waits until the socket has closed and returns the close frame's code and reason;
+    /// fails if a message arrives first or the socket ends without a close frame.
+    pub async fn closed(&mut self) -> (u16, String) {
+        match self.ended().await {
+            Ended::Closed(code, reason) => (code, reason),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Closes the socket from the client side (1000, `done`) and waits until it has
+    /// closed. Returns the server's reply as the client saw it.
+    pub async fn close(&mut self) -> Ended {
+        self.close_with(1000, "done").await
+    }
+
+    /// Closes the socket with `code` and `reason` and waits until it has closed.
+    pub async fn close_with(&mut self, code: u16, reason: &str) -> Ended {
+        ended(self.socket.close(code, reason).await)
+    }
+
+    /// Fails if a message arrives, or the socket closes, within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        self.socket.expect_silence(wait).await;
+    }
+}
+
+/// A browser's close code as [`Ended`]: 1005 is a close frame without a code, 1006 a
+/// connection that ended without one.
+fn ended((code, reason): (u16, String)) -> Ended {
+    match code {
+        1005 => Ended::ClosedWithoutCode,
+        1006 => Ended::Dropped(reason),
+        code => Ended::Closed(code, reason),
+    }
+}
+
+/// A WebSocket client on the raw stream, read only when the test reads: for tests where
+/// the frames on the wire are the point (clients that stop reading, cluster nodes).
+/// Every receive is bounded by [`WAIT`].
+#[derive(Debug)]
+pub struct RawWs {
+    inner: WebSocketStream<TcpStream>,
+}
+
+impl RawWs {
     /// Sends a text message.
     pub async fn send_text(&mut self, text: impl Into<String>) {
         let text = text.into();

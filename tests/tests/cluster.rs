@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use partykit_tests::cluster::{LEASE_TTL, SECRET, SECRET_HEADER, TestCluster, poll, try_http};
-use partykit_tests::{Ended, HttpResponse, TestDatabase, TestPostgres, Ws, try_connect_to};
+use partykit_tests::{Ended, HttpResponse, RawWs, TestDatabase, TestPostgres, try_connect_to};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -92,7 +92,7 @@ async fn settled_count(cluster: &TestCluster, room: &str) -> u64 {
 }
 
 /// Opens a socket to `path` through node `i`; fails the test if it is refused.
-async fn connect(cluster: &TestCluster, i: usize, path: &str) -> Ws {
+async fn connect(cluster: &TestCluster, i: usize, path: &str) -> RawWs {
     try_connect_to(cluster.addr(i), path, &[], None)
         .await
         .unwrap_or_else(|error| panic!("socket to {path} through node {i} refused: {error}"))
@@ -100,7 +100,7 @@ async fn connect(cluster: &TestCluster, i: usize, path: &str) -> Ws {
 
 /// Reads the socket until it closes; any count it receives first is a late (and
 /// therefore wrong) acknowledgement.
-async fn close_code(ws: &mut Ws) -> u16 {
+async fn close_code(ws: &mut RawWs) -> u16 {
     let code = match ws.ended().await {
         Ended::Closed(code, _) => code,
         other => panic!("expected a close frame, got {other:?}"),

@@ -559,7 +559,7 @@ async fn a_client_that_stops_reading_is_closed_with_1008() {
     .await;
     // A client with a small receive buffer that reads nothing after the handshake.
     let mut slow = server
-        .try_connect_with("/parties/main/r?_pk=slow", &[], Some(4096))
+        .raw_connect_with("/parties/main/r?_pk=slow", &[], Some(4096))
         .await
         .expect("connect");
     assert_eq!(slow.recv_text().await, "hello slow");

@@ -684,8 +684,10 @@ async fn child_sees_the_environment() {
     let Ok(unique) = std::env::var(CHILD_MARKER) else {
         return;
     };
-    // `Server::new()` reads `.env` from the current directory, which the parent chose.
-    let server = TestServer::start(env_server().var("OVERRIDDEN_BY_BUILDER", "builder")).await;
+    // `Server::new()` reads `.env` from the current directory, which the parent chose
+    // (the test kit would not: this is a plain server).
+    let server =
+        TestServer::start_plain(env_server().var("OVERRIDDEN_BY_BUILDER", "builder")).await;
     let seen = seen(&server).await;
     let expected = json!({
         "FROM_FILE": "file",

@@ -10,9 +10,7 @@ use partykit_runtime::{
     Before, ClusterConfig, Connection, ConnectionContext, Env, Error, Lobby, Message, Request,
     Room, Server, party,
 };
-use partykit_tests::tungstenite::protocol::CloseFrame;
-use partykit_tests::tungstenite::protocol::frame::coding::CloseCode;
-use partykit_tests::{TestDatabase, TestPostgres, TestServer, WsMessage, http};
+use partykit_tests::{Ended, TestDatabase, TestPostgres, TestServer, WsMessage, http};
 
 const SECRET: &str = "forwarding-test-secret";
 const SECRET_HEADER: &str = "x-partykit-cluster-secret";
@@ -130,7 +128,7 @@ async fn node(url: &str, name: &str) -> Node {
         .no_env_file()
         .var("NODE", name)
         .cluster(config);
-    let server = TestServer::start(server).await;
+    let server = TestServer::start_plain(server).await;
     // The public listener answers once the node is built, and its internal listener
     // bound: a first request waits for that.
     let answer = server.get("/").await;
@@ -248,14 +246,10 @@ async fn a_socket_through_another_node_is_relayed_to_the_owner() {
     // A client's close is answered with its code and reason.
     let mut socket = a.server.connect("/parties/main/r?_pk=bob").await;
     assert_eq!(socket.recv_text().await, "r welcomes bob on b");
-    socket
-        .try_send(WsMessage::Close(Some(CloseFrame {
-            code: CloseCode::from(4100),
-            reason: "client says bye".into(),
-        })))
-        .await
-        .unwrap();
-    assert_eq!(socket.closed().await, (4100, "client says bye".to_owned()));
+    assert_eq!(
+        socket.close_with(4100, "client says bye").await,
+        Ended::Closed(4100, "client says bye".to_owned())
+    );
 }
 
 #[tokio::test]

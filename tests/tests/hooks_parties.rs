@@ -1066,7 +1066,6 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
         .try_connect_with(
             "/parties/main/r?token=alice-token",
             &[("x-user-id", "mallory")],
-            None,
         )
         .await
         .expect("alice's token is good");
@@ -1076,11 +1075,7 @@ async fn the_auth_example_lets_good_tokens_in_and_passes_the_user_to_the_room() 
     );
     // A token in the `Authorization` header.
     let mut bob = server
-        .try_connect_with(
-            "/parties/main/r",
-            &[("authorization", "Bearer bob-token")],
-            None,
-        )
+        .try_connect_with("/parties/main/r", &[("authorization", "Bearer bob-token")])
         .await
         .expect("bob's token is good");
     assert_eq!(

@@ -158,7 +158,7 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_websocket_is_not() {
     })
     .await;
     // Opened first, so it has idled longer than the HTTP connection below.
-    let mut ws = server.connect("/parties/main/r").await;
+    let mut ws = server.raw_connect("/parties/main/r").await;
     let mut stream = connect(&server).await;
     stream
         .write_all(b"GET /parties/main/r HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -372,8 +372,8 @@ async fn the_connection_cap_refuses_with_503_and_recovers() {
     })
     .await;
     // Two WebSockets and a kept-alive HTTP connection fill the cap.
-    let mut first = server.connect("/parties/main/r").await;
-    let mut second = server.connect("/parties/main/r").await;
+    let mut first = server.raw_connect("/parties/main/r").await;
+    let mut second = server.raw_connect("/parties/main/r").await;
     let mut kept = connect(&server).await;
     kept.write_all(b"GET /parties/main/r HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -385,7 +385,7 @@ async fn the_connection_cap_refuses_with_503_and_recovers() {
         200
     );
     for _ in 0..3 {
-        let response = server.get("/parties/main/r").await;
+        let response = server.http("GET", "/parties/main/r", &[], b"").await;
         assert_eq!(response.status, 503, "{}", response.text());
         assert!(
             response.text().contains("Too many open connections"),
@@ -393,7 +393,7 @@ async fn the_connection_cap_refuses_with_503_and_recovers() {
             response.text()
         );
     }
-    let refused = server.try_connect("/parties/main/r").await;
+    let refused = server.raw_connect_with("/parties/main/r", &[], None).await;
     assert!(refused.is_err(), "a WebSocket over the cap was accepted");
     // The open ones still work.
     assert_eq!(first.ask("one").await, "one");
@@ -401,7 +401,7 @@ async fn the_connection_cap_refuses_with_503_and_recovers() {
     second.close().await;
     within("a connection to be accepted again", async {
         loop {
-            let response = server.get("/parties/main/r").await;
+            let response = server.http("GET", "/parties/main/r", &[], b"").await;
             match response.status {
                 200 => break,
                 503 => tokio::time::sleep(Duration::from_millis(10)).await,

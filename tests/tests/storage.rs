@@ -454,9 +454,8 @@ const QUIET: Duration = Duration::from_millis(200);
 
 /// Fails if `ws` receives anything within [`QUIET`].
 async fn assert_quiet(ws: &mut Ws, what: &str) {
-    if let Some(next) = ws.next_within(QUIET).await {
-        panic!("{what}, but the socket received {next:?}");
-    }
+    println!("expecting silence: {what}");
+    ws.expect_silence(QUIET).await;
 }
 
 /// A commit held by a [`Valve`]: the test decides when, and whether, it applies.
@@ -1382,9 +1381,15 @@ async fn unconfirmed_writes_do_not_hold_output() {
     );
     held.pass();
 
-    // The unconfirmed write was committed all the same.
-    let results = run(&server, "unconfirmed", json!([{"op": "get", "key": "u"}])).await;
-    assert_eq!(results, [json!(1)]);
+    // The unconfirmed write was committed all the same: `sync` waits for the commit
+    // just released (a request alone could be answered before it has applied).
+    let results = run(
+        &server,
+        "unconfirmed",
+        json!([{"op": "sync"}, {"op": "get", "key": "u"}]),
+    )
+    .await;
+    assert_eq!(results, [json!("ok"), json!(1)]);
     assert_eq!(
         stored(&backend, "unconfirmed").await,
         [("u".to_owned(), Bytes::from("1"))]
@@ -1583,7 +1588,12 @@ async fn get_alarm_inside_on_alarm_shows_only_a_new_alarm() {
     );
     let results = run(&server, "reset", json!([{"op": "get_alarm"}])).await;
     assert_eq!(results[0], Value::Null);
-    tokio::time::sleep(QUIET).await;
+    // An hour on the test clock: nothing else is due.
+    assert_eq!(
+        server.kit().advance(Duration::from_secs(3600)).await,
+        0,
+        "no third run"
+    );
     assert_eq!(probe.count("alarm-done reset"), 2, "no third run");
 }
 
@@ -1611,8 +1621,8 @@ async fn delete_alarm_cancels_it() {
         json!([{"op": "set_alarm", "in_ms": -1}, {"op": "delete_alarm"}]),
     )
     .await;
-    // Well past when it was due.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Well past when it was due, on the test clock: nothing fires.
+    assert_eq!(server.kit().advance(Duration::from_secs(60)).await, 0);
     assert_eq!(
         probe.count(&format!("alarm {PARTY} cancel")),
         0,
@@ -1629,7 +1639,8 @@ async fn delete_alarm_cancels_it() {
     )
     .await;
     probe.wait_for("alarm-done cancel", 1).await;
-    tokio::time::sleep(QUIET).await;
+    // The replaced time (an hour away) does not fire either.
+    assert_eq!(server.kit().advance(Duration::from_secs(7200)).await, 0);
     assert_eq!(probe.count("alarm-done cancel"), 1);
 }
 

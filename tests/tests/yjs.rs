@@ -125,9 +125,7 @@ async fn recv_batch(ws: &mut Ws) -> Vec<u8> {
 
 /// Nothing arrives within 200 ms.
 async fn quiet(ws: &mut Ws) {
-    if let Some(next) = ws.next_within(Duration::from_millis(200)).await {
-        panic!("expected nothing, got {next:?}");
-    }
+    ws.expect_silence(Duration::from_millis(200)).await;
 }
 
 fn text_of(doc: &YDoc) -> String {

@@ -7,7 +7,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::live::Seed;
 use super::{Event, LiveRooms, Room};
-use crate::alarms::now_millis;
 use crate::connection::{close_code, validate_tags};
 use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Response};
 
@@ -194,7 +193,7 @@ impl<P: Party> RoomActor<P> {
         });
     }
 
-    async fn handle(&mut self, event: Event) {
+    async fn handle(&mut self, mut event: Event) {
         if self.room.storage().failed() {
             tracing::warn!(
                 party = self.room.name(),
@@ -205,10 +204,17 @@ impl<P: Party> RoomActor<P> {
             self.started = false;
             self.room.storage().reset();
         }
+        let alarm_done = match &mut event {
+            Event::Alarm { done, .. } => done.take(),
+            _ => None,
+        };
         let reply = self.dispatch(event).await;
         // What the event wrote goes to the committer; output that followed a write,
         // including the HTTP response, waits at the gate until it is durable.
         self.room.storage().submit().await;
+        if let Some(done) = alarm_done {
+            let _ = done.send(self.room.storage().clone());
+        }
         if let Some((reply, response)) = reply {
             self.room.storage().gate().reply(reply, response);
         }
@@ -279,7 +285,7 @@ impl<P: Party> RoomActor<P> {
                 };
                 return Some((reply, response));
             }
-            Event::Alarm { time } => self.alarm(time).await,
+            Event::Alarm { time, .. } => self.alarm(time).await,
         }
         None
     }
@@ -358,7 +364,10 @@ impl<P: Party> RoomActor<P> {
             }
             Err(error) if attempt < limits.alarm_max_retries => {
                 let delay = limits.alarm_retry_base.saturating_mul(1 << attempt.min(20));
-                let retry_time = now_millis()
+                let retry_time = self
+                    .room
+                    .clock()
+                    .now_millis()
                     .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 tracing::warn!(party = self.room.name(), room = self.room.id(), %error, attempt = attempt + 1, ?delay, "on_alarm failed; retrying");
                 self.alarm_retry = Some((retry_time, attempt + 1));

@@ -28,6 +28,12 @@ pub(crate) enum Event {
         request: Request,
         reply: oneshot::Sender<Response>,
     },
-    /// The room's alarm set for `time` (ms since the Unix epoch) is due.
-    Alarm { time: i64 },
+    /// The room's alarm set for `time` (ms since the Unix epoch) is due. `done`, if
+    /// set, gets the room's storage once the handler has run and its writes were handed
+    /// to the committer (a test's advance waits for them to be durable); it is dropped
+    /// when the alarm was stale.
+    Alarm {
+        time: i64,
+        done: Option<oneshot::Sender<crate::Storage>>,
+    },
 }

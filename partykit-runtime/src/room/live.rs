@@ -23,6 +23,8 @@ pub(crate) struct Services {
     pub(crate) limits: Limits,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) alarms: AlarmClock,
+    /// What "now" is for alarms.
+    pub(crate) clock: crate::clock::Clock,
     /// Weak: the directory holds every party's rooms, which hold this.
     pub(crate) parties: Weak<crate::parties::Directory>,
     pub(crate) tasks: Tasks,
@@ -333,6 +335,7 @@ impl LiveRooms {
             self.services.env.clone(),
             self.storage(room_id, lease),
             Context::new(parties),
+            self.services.clock.clone(),
         );
         self.party.spawn_room(Seed {
             room,

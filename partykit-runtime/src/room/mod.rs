@@ -14,6 +14,7 @@ pub(crate) use event::Event;
 pub(crate) use live::{LiveRooms, Location, Refused, RoomSlots, Seed, Services};
 use registry::Registry;
 
+use crate::clock::Clock;
 use crate::connection::Outbound;
 use crate::parties::Context;
 use crate::storage::Storage;
@@ -55,6 +56,7 @@ struct Inner {
     env: Env,
     storage: Storage,
     context: Context,
+    clock: Clock,
     registry: Mutex<Registry>,
 }
 
@@ -65,6 +67,7 @@ impl Room {
         env: Env,
         storage: Storage,
         context: Context,
+        clock: Clock,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -73,6 +76,7 @@ impl Room {
                 env,
                 storage,
                 context,
+                clock,
                 registry: Mutex::new(Registry::default()),
             }),
         }
@@ -96,6 +100,46 @@ impl Room {
     /// What the room can reach beyond itself: the server's other parties and rooms.
     pub fn context(&self) -> &Context {
         &self.inner.context
+    }
+
+    /// The server's time: the time to set alarms from, as `Date.now()` is in PartyKit.
+    ///
+    /// It is the wall clock, except in a `testing::TestServer` (the test kit, cargo
+    /// feature `testing`), whose clock runs ahead of the wall clock by what the test
+    /// advanced it; an alarm set from
+    /// `room.now()` fires there when the test advances past it, and an `on_alarm` that
+    /// sets its next alarm from `room.now()` fires again within one advance as often as
+    /// it would in that much real time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use partykit_runtime::{party, Error, Room};
+    ///
+    /// #[party]
+    /// struct Ticker {
+    ///     room: Room,
+    /// }
+    ///
+    /// #[party]
+    /// impl Ticker {
+    ///     fn new(room: Room) -> Self {
+    ///         Ticker { room }
+    ///     }
+    ///
+    ///     async fn on_alarm(&mut self) -> Result<(), Error> {
+    ///         let next = self.room.now() + Duration::from_secs(60);
+    ///         self.room.storage().set_alarm(next).await
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn now(&self) -> std::time::SystemTime {
+        self.inner.clock.now()
+    }
+
+    /// The server's clock, for the runtime's own alarm times.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The room's durable key-value storage; see [`storage`](crate::storage).

@@ -76,6 +76,11 @@ pub struct Server {
     crons: Vec<(String, String)>,
     scheduled_token: Option<String>,
     cluster: Option<ClusterConfig>,
+    /// What "now" is for alarms: the wall clock, or a test's.
+    clock: crate::clock::Clock,
+    /// Told when `serve` has built the server and accepts connections.
+    #[cfg(feature = "testing")]
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 enum StorageChoice {
@@ -101,7 +106,44 @@ impl Server {
             crons: Vec::new(),
             scheduled_token: None,
             cluster: None,
+            clock: crate::clock::Clock::Wall,
+            #[cfg(feature = "testing")]
+            started: None,
         }
+    }
+
+    /// Prepares the server for [`testing::TestServer`](crate::testing::TestServer):
+    /// no `.env` lookup, the test's clock, and the storage backend resolved here (in
+    /// memory unless one was chosen), so the test can read what rooms persisted.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn for_testing(
+        mut self,
+        clock: Arc<crate::clock::ManualClock>,
+        started: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(Self, Arc<dyn Backend>), ServerError> {
+        assert!(
+            self.cluster.is_none(),
+            "TestServer runs one server in-process: remove the .cluster(..) call"
+        );
+        if matches!(self.env_file, crate::env::EnvFile::Default) {
+            self.env_file = crate::env::EnvFile::Off;
+        }
+        self.started = Some(started);
+        self.clock = crate::clock::Clock::Manual(clock);
+        let backend: Arc<dyn Backend> =
+            match std::mem::replace(&mut self.storage, StorageChoice::Default) {
+                StorageChoice::Default => Arc::new(MemoryBackend::new()),
+                StorageChoice::Backend(backend) => backend,
+                StorageChoice::File(path) => {
+                    let open = move || SqliteBackend::open(&path).map_err(ServerError::Storage);
+                    match tokio::task::spawn_blocking(open).await {
+                        Ok(opened) => Arc::new(opened?),
+                        Err(error) => std::panic::resume_unwind(error.into_panic()),
+                    }
+                }
+            };
+        self.storage = StorageChoice::Backend(Arc::clone(&backend));
+        Ok((self, backend))
     }
 
     /// Runs this server as one node of a cluster: N copies of the same server against
@@ -460,7 +502,7 @@ impl Server {
             (Some(_), _) => return Err(ServerError::ClusterStorage),
         };
         let opened = open_resources(self.env_file, self.vars, self.assets, storage).await?;
-        let (alarms, clock) = AlarmClock::new();
+        let (alarms, clock) = AlarmClock::new(self.clock.clone());
         let cluster = match (&self.cluster, cluster_pool) {
             (Some(config), Some(pool)) => {
                 let cluster = Arc::new(Cluster::new(config, pool, alarms.clone()));
@@ -475,6 +517,7 @@ impl Server {
             limits: self.limits.clone(),
             backend: Arc::clone(&opened.backend),
             alarms,
+            clock: self.clock.clone(),
             parties: Arc::downgrade(&directory),
             room_slots: crate::room::RoomSlots::new(&self.limits),
             tasks: tasks.clone(),
@@ -503,6 +546,11 @@ impl Server {
             &directory,
             cluster.as_ref(),
         );
+        // The listener (bound by the caller) accepts from here on.
+        #[cfg(feature = "testing")]
+        if let Some(started) = self.started {
+            let _ = started.send(());
+        }
         Ok(App {
             parties,
             scheduled_token: self

@@ -121,8 +121,11 @@ pub(crate) fn spawn(
             commit.lease = shared.lease.as_ref().map(|lease| lease.epoch);
             match backend.commit(commit.clone()).await {
                 Ok(()) => {
-                    shared.gate.release_through(seq);
+                    // The alarm clock learns of a new alarm before the output that
+                    // followed it leaves: a client (a test) that heard back can count
+                    // on the alarm being scheduled.
                     on_durable(&room, &commit.mutations);
+                    shared.gate.release_through(seq);
                 }
                 Err(error) if error.is_fenced() => {
                     // Another node holds the room now: nothing this room holds may be

@@ -513,6 +513,14 @@ impl Storage {
         Ok(())
     }
 
+    /// Waits until every commit handed over so far has finished (durably or not), for
+    /// a test's advance: an alarm a handler set is scheduled by then.
+    pub(crate) async fn settled(&self) {
+        let submitted = self.inner.shared.gate.last_submitted();
+        let mut finished = self.inner.finished.clone();
+        let _ = finished.wait_for(|done| *done >= submitted).await;
+    }
+
     async fn wait_finished(&self, seq: u64) -> Result<(), Error> {
         let mut finished = self.inner.finished.clone();
         finished
