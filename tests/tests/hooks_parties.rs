@@ -1,14 +1,13 @@
 //! Static hooks in both handler styles (`on_before_*`, `on_fetch`, `on_socket`, `on_cron`), calls between rooms, and the
 //! `auth`, `multi-party` and `cursors` examples, over TCP.
 
-use futures_util::StreamExt;
 use partykit_examples::auth::Auth;
 use partykit_examples::cursors::{self, Cursors};
 use partykit_examples::multi_party::{Chat, LobbyParty};
 use partykit_runtime::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket,
-    IntoResponse, Json, Lobby, Message, Method, Request, Response, Result, Room, Server,
-    ServerError, StatusCode, party,
+    IntoResponse, Json, Lobby, Message, Method, Request, Result, Room, Server, ServerError,
+    StatusCode, party,
 };
 use partykit_tests::{HttpResponse, Probe, TestServer, WAIT, Ws, init_tracing, record, within};
 use serde_json::{Value, json};
@@ -642,16 +641,6 @@ impl Silent {
         connection.send("silent")?;
         Ok(())
     }
-}
-
-/// Reads a response's body, as a room that called another would.
-async fn body_text(response: Response) -> String {
-    let mut body = response.into_body().into_data_stream();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        bytes.extend_from_slice(&chunk.expect("reading the response body"));
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A room's answer as `<status> <body>`, read with `RoomResponse`'s own helpers.
