@@ -107,8 +107,8 @@
 //! - `testing` (cargo feature `testing`): test your parties in-process, with sockets,
 //!   HTTP, alarms fired on demand and a view of storage; the guide is
 //!   `guide::testing` (docs/TESTING.md).
-//! - [`guide`]: migrating from PartyKit's object style; debugging `#[party]` errors;
-//!   testing.
+//! - [`guide`]: the [tutorial](guide::tutorial) (a party from zero to tested); migrating
+//!   from PartyKit's object style; debugging `#[party]` errors; testing.
 //! - [`deprecated`]: PartyKit's old names, each pointing to its replacement.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
