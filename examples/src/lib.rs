@@ -8,7 +8,7 @@
 //! | [`counter`] | `cargo run -p partykit-examples --bin counter` | durable state shared by HTTP and WebSocket clients |
 //! | [`cursors`] | `cargo run -p partykit-examples --bin cursors` | a static page (with the `partysocket` client) showing everyone's cursor; connection state; hibernation |
 //! | [`echo`] | `cargo run -p partykit-examples --bin echo` | every message back to its sender, same type; the server Autobahn\|Testsuite runs against |
-//! | [`legacy`] | `cargo run -p partykit-examples --bin legacy` | object-style (legacy) handlers and their deprecation warnings |
+//! | `legacy` | `cargo run -p partykit-examples --features legacy --bin legacy` | object-style (legacy) handlers and their deprecation warnings (behind the `legacy` feature, so that only building it prints them) |
 //! | [`multi_party`] | `cargo run -p partykit-examples --bin multi-party` | two parties: chat rooms report their users to a lobby room through `context().parties()` |
 //! | [`reminders`] | `cargo run -p partykit-examples --bin reminders` | alarms: several timers on a room's one alarm |
 //! | [`yjs`] | `cargo run -p partykit-examples --bin yjs` | a collaborative text document for the npm `y-partykit` provider (Yjs), persisted; a page to edit it |
@@ -18,6 +18,7 @@ pub mod chat;
 pub mod counter;
 pub mod cursors;
 pub mod echo;
+#[cfg(feature = "legacy")]
 pub mod legacy;
 pub mod multi_party;
 pub mod reminders;

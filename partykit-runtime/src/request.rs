@@ -86,6 +86,48 @@ impl Request {
         self.inner.uri().path()
     }
 
+    /// The path after the room: `/sub/path` for `/parties/chat/lobby/sub/path` (or
+    /// `/party/lobby/sub/path`), `""` for the room itself. Rooms answer any sub-path; this
+    /// is what routes within one.
+    ///
+    /// ```
+    /// use partykit_runtime::Request;
+    ///
+    /// let request = Request::get("/parties/chat/lobby/messages/7?limit=2")?;
+    /// assert_eq!(request.sub_path(), "/messages/7");
+    /// assert_eq!(Request::get("/party/lobby")?.sub_path(), "");
+    /// assert_eq!(Request::get("/party/lobby/")?.sub_path(), "/");
+    /// # Ok::<(), partykit_runtime::Error>(())
+    /// ```
+    pub fn sub_path(&self) -> &str {
+        let path = self.path();
+        let (rest, segments) = if let Some(rest) = path.strip_prefix("/parties/") {
+            (rest, 2)
+        } else if let Some(rest) = path.strip_prefix("/party/") {
+            (rest, 1)
+        } else {
+            return path;
+        };
+        let mut rest = rest;
+        for _ in 0..segments {
+            match rest.find('/') {
+                Some(slash) => rest = &rest[slash + 1..],
+                None => return "",
+            }
+        }
+        // `rest` follows a `/`: give the sub-path with it.
+        &path[path.len() - rest.len() - 1..]
+    }
+
+    /// The segments of [`sub_path`](Self::sub_path): `["messages", "7"]` for
+    /// `/parties/chat/lobby/messages/7`, none for the room itself. Each is as sent
+    /// (percent-encoded).
+    pub fn sub_path_segments(&self) -> impl Iterator<Item = &str> {
+        self.sub_path()
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+    }
+
     /// The first value of a query parameter, percent-decoded.
     pub fn query(&self, name: &str) -> Option<Cow<'_, str>> {
         query_param(self.inner.uri().query()?, name)

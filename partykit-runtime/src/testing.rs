@@ -86,7 +86,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
@@ -176,10 +176,8 @@ impl TestServer {
         let clock = ManualClock::new();
         let (started, ready) = oneshot::channel();
         let (server, backend) = server.for_testing(Arc::clone(&clock), started).await?;
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(ServerError::Bind)?;
-        let addr = listener.local_addr().map_err(ServerError::Bind)?;
+        let listener = crate::server::bind(&"127.0.0.1:0", "the test's address").await?;
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let (shutdown, stop) = oneshot::channel::<()>();
         let mut task = tokio::spawn(server.serve(listener, async move {
             let _ = stop.await;

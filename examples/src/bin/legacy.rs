@@ -1,4 +1,4 @@
-//! `cargo run -p partykit-examples --bin legacy`: the legacy (object-style) example on
+//! `cargo run -p partykit-examples --features legacy --bin legacy`: the legacy (object-style) example on
 //! 127.0.0.1:1999.
 
 use partykit_examples::{init_tracing, legacy::Legacy};

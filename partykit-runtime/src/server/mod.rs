@@ -389,9 +389,10 @@ impl Server {
         self.listen(addr).await
     }
 
-    /// Binds to `addr` and serves until SIGINT or SIGTERM.
-    pub async fn listen(self, addr: impl ToSocketAddrs) -> Result<(), ServerError> {
-        let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
+    /// Binds to `addr` and serves until SIGINT or SIGTERM. An address that cannot be
+    /// bound (another server has the port) is [`ServerError::Bind`], naming it.
+    pub async fn listen(self, addr: impl ToSocketAddrs + fmt::Display) -> Result<(), ServerError> {
+        let listener = bind(&addr, PORT_VAR).await?;
         self.serve(listener, shutdown_signal()).await
     }
 
@@ -418,11 +419,7 @@ impl Server {
         let internal = match &self.cluster {
             Some(config) => {
                 config.validate().map_err(ServerError::Cluster)?;
-                Some(
-                    TcpListener::bind(config.node_addr.as_str())
-                        .await
-                        .map_err(ServerError::Bind)?,
-                )
+                Some(bind(&config.node_addr, crate::cluster::NODE_ADDR_VAR).await?)
             }
             None => None,
         };
@@ -589,8 +586,11 @@ async fn open_resources(
         let env = crate::env::load(&env_file, vars)?;
         let assets = assets::Assets::open(assets)?;
         let backend: Arc<dyn Backend> = match storage {
+            // Created by the first write: a server that stores nothing leaves no
+            // `.partykit/` behind.
             StorageChoice::Default => Arc::new(
-                SqliteBackend::open(crate::storage::DEFAULT_PATH).map_err(ServerError::Storage)?,
+                crate::storage::SqliteOnFirstWrite::new(crate::storage::DEFAULT_PATH)
+                    .map_err(ServerError::Storage)?,
             ),
             StorageChoice::File(path) => {
                 Arc::new(SqliteBackend::open(&path).map_err(ServerError::Storage)?)
@@ -725,8 +725,15 @@ pub enum ServerError {
     InvalidCron(CronError),
     /// `PARTYKIT_HOST` / `PARTYKIT_PORT` do not form an address.
     InvalidAddress(String),
-    /// The address could not be bound.
-    Bind(std::io::Error),
+    /// The address could not be bound: `addr`, which the variable `variable` chooses.
+    Bind {
+        /// The address.
+        addr: String,
+        /// The variable that chooses another (`PARTYKIT_PORT`, `PARTYKIT_NODE_ADDR`).
+        variable: &'static str,
+        /// Why.
+        error: std::io::Error,
+    },
     /// Serving failed.
     Serve(std::io::Error),
     /// The storage backend could not be opened.
@@ -788,7 +795,25 @@ impl fmt::Display for ServerError {
                 "party name `{name}` is invalid: use lowercase letters, digits, `_` and `-`"
             ),
             Self::InvalidAddress(message) => f.write_str(message),
-            Self::Bind(error) => write!(f, "cannot bind the server's address: {error}"),
+            Self::Bind {
+                addr,
+                variable,
+                error,
+            } => {
+                write!(f, "cannot listen on {addr}: {error}")?;
+                match error.kind() {
+                    std::io::ErrorKind::AddrInUse => write!(
+                        f,
+                        "; another program (perhaps another server) has that port: stop it, \
+                         or choose another address with {variable} (e.g. {variable}=2000)"
+                    ),
+                    std::io::ErrorKind::PermissionDenied => write!(
+                        f,
+                        "; ports below 1024 need privileges: choose another with {variable}"
+                    ),
+                    _ => Ok(()),
+                }
+            }
             Self::Serve(error) => write!(f, "the server failed: {error}"),
             Self::Storage(error) => write!(f, "cannot open storage: {error}"),
             Self::Cluster(error) => write!(f, "cannot join the cluster: {error}"),
@@ -830,7 +855,7 @@ impl fmt::Display for ServerError {
 impl std::error::Error for ServerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Bind(error) | Self::Serve(error) => Some(error),
+            Self::Bind { error, .. } | Self::Serve(error) => Some(error),
             Self::Storage(error) => Some(error),
             Self::Cluster(error) => Some(error),
             Self::ReadEnvFile { error, .. } | Self::Assets { error, .. } => Some(error),
@@ -876,6 +901,20 @@ impl App {
     fn router(self) -> axum::Router {
         dispatch::router(Arc::new(self))
     }
+}
+
+/// Binds `addr`, or says which address failed and which variable picks another.
+pub(crate) async fn bind(
+    addr: &(impl ToSocketAddrs + fmt::Display),
+    variable: &'static str,
+) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServerError::Bind {
+            addr: addr.to_string(),
+            variable,
+            error,
+        })
 }
 
 /// The address [`Server::run`] binds: `PARTYKIT_HOST` (default `127.0.0.1`) and
@@ -929,5 +968,29 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_busy_port_names_the_address_and_how_to_choose_another() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = taken.local_addr().expect("its address").to_string();
+        let error = Server::new()
+            .in_memory()
+            .no_env_file()
+            .listen(addr.as_str())
+            .await
+            .expect_err("the port is taken");
+        let message = error.to_string();
+        assert!(matches!(error, ServerError::Bind { .. }), "{message}");
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: ")),
+            "{message}"
+        );
+        assert!(message.contains("PARTYKIT_PORT=2000"), "{message}");
     }
 }

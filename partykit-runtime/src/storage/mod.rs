@@ -54,6 +54,7 @@ mod backend;
 mod committer;
 mod list;
 mod memory;
+mod on_first_write;
 mod postgres;
 mod sqlite;
 mod transaction;
@@ -74,6 +75,7 @@ pub use backend::{
 };
 pub use list::ListOptions;
 pub use memory::{CommitHook, MemoryBackend};
+pub(crate) use on_first_write::SqliteOnFirstWrite;
 pub use postgres::{PostgresBackend, PostgresBuilder};
 pub use sqlite::{DEFAULT_PATH, SqliteBackend};
 pub use transaction::Transaction;
