@@ -7,20 +7,10 @@
 // other way round; closing A removes its cursor from B. Screenshots: cursors-a.png and
 // cursors-b.png, each showing the other page's cursor.
 
-import { check, deadline, done } from "./harness.mjs";
-import { launch, openPage, screenshot, step } from "./browser.mjs";
+import { check, done } from "./harness.mjs";
+import { screenshot, step, twoPages } from "./browser.mjs";
 
-const [host, room, chromium, shots] = process.argv.slice(2);
-if (!host || !room || !chromium || !shots) {
-  console.error("usage: node browser-cursors.mjs <host:port> <room> <chromium> <screenshot dir>");
-  process.exit(2);
-}
-deadline(45_000);
-
-const browser = await launch(chromium);
-const path = `/?room=${encodeURIComponent(room)}`;
-const a = await openPage(browser, host, path, "A");
-const b = await openPage(browser, host, path, "B");
+const { room, shots, browser, a, b } = await twoPages("browser-cursors.mjs");
 for (const page of [a, b]) {
   await step(`page ${page.name} is connected`, page.waitForSelector("#status.connected"));
   check((await page.textContent("#room")) === room, `page ${page.name} is in room ${room}`);

@@ -7,20 +7,10 @@
 // appears in page B's editor and the other way round; the server's HTTP view of the
 // text is the same. Screenshots: yjs-a.png and yjs-b.png.
 
-import { check, deadline, done } from "./harness.mjs";
-import { launch, openPage, screenshot, step } from "./browser.mjs";
+import { check, done } from "./harness.mjs";
+import { screenshot, step, twoPages } from "./browser.mjs";
 
-const [host, room, chromium, shots] = process.argv.slice(2);
-if (!host || !room || !chromium || !shots) {
-  console.error("usage: node browser-yjs.mjs <host:port> <room> <chromium> <screenshot dir>");
-  process.exit(2);
-}
-deadline(45_000);
-
-const browser = await launch(chromium);
-const path = `/?room=${encodeURIComponent(room)}`;
-const a = await openPage(browser, host, path, "A");
-const b = await openPage(browser, host, path, "B");
+const { host, room, shots, browser, a, b } = await twoPages("browser-yjs.mjs");
 for (const page of [a, b]) {
   // The editor is enabled once the provider synced with the server.
   await step(`page ${page.name} synced`, page.waitForSelector("#editor:not([disabled])"));

@@ -6,7 +6,7 @@ import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
-import { check, fail } from "./harness.mjs";
+import { check, deadline, fail } from "./harness.mjs";
 
 /** The longest one wait for the page (a selector, a function, a navigation) may take. */
 export const STEP_MS = 10_000;
@@ -104,4 +104,24 @@ export async function screenshot(page, dir, name) {
   const path = join(dir, `${name}.png`);
   await step(`screenshot of page ${page.name} in ${path}`, page.screenshot({ path }));
   return path;
+}
+
+/**
+ * The common start of a two-page test: reads `<host:port> <room> <chromium> <screenshot
+ * dir>` from the command line (exits 2 with the usage otherwise), arms the script's
+ * deadline, launches Chromium and opens two pages, A and B, of the example's page for
+ * `room`.
+ */
+export async function twoPages(script) {
+  const [host, room, chromium, shots] = process.argv.slice(2);
+  if (!host || !room || !chromium || !shots) {
+    console.error(`usage: node ${script} <host:port> <room> <chromium> <screenshot dir>`);
+    process.exit(2);
+  }
+  deadline(45_000);
+  const browser = await launch(chromium);
+  const path = `/?room=${encodeURIComponent(room)}`;
+  const a = await openPage(browser, host, path, "A");
+  const b = await openPage(browser, host, path, "B");
+  return { host, room, shots, browser, a, b };
 }

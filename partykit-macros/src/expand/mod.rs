@@ -112,7 +112,6 @@ fn expand_struct(paths: &Paths, args: &Args, party: &PartyStruct, valid: bool) -
     } = paths;
     let ident = &party.ident;
     let name = party_name(args);
-    let hibernate = args.hibernate.is_some();
     // Skipped when there are errors: while the user fixes them, "not a party" would only
     // be noise.
     let check = valid.then(|| {
@@ -162,16 +161,27 @@ fn expand_struct(paths: &Paths, args: &Args, party: &PartyStruct, valid: bool) -
             }
         }
     });
+    let records = party_struct_impl(paths, args, ident);
     quote! {
         const _: () = {
-            #[automatically_derived]
-            impl #handler::PartyStruct for #ident {
-                const NAME: &'static str = #name;
-                const HIBERNATE: bool = #hibernate;
-            }
+            #records
             #unit_struct
             #check
         };
+    }
+}
+
+/// `impl PartyStruct`: the struct's name and options, which the impl block's glue reads.
+fn party_struct_impl(paths: &Paths, args: &Args, ident: &syn::Ident) -> TokenStream {
+    let handler = &paths.handler;
+    let name = party_name(args);
+    let hibernate = args.hibernate.is_some();
+    quote! {
+        #[automatically_derived]
+        impl #handler::PartyStruct for #ident {
+            const NAME: &'static str = #name;
+            const HIBERNATE: bool = #hibernate;
+        }
     }
 }
 
@@ -411,15 +421,10 @@ fn fallback_glue(paths: &Paths, args: &Args, fallback: &Fallback) -> TokenStream
     let handler = &paths.handler;
     match fallback {
         Fallback::Struct(ident) => {
-            let name = party_name(args);
-            let hibernate = args.hibernate.is_some();
+            let records = party_struct_impl(paths, args, ident);
             quote! {
                 const _: () = {
-                    #[automatically_derived]
-                    impl #handler::PartyStruct for #ident {
-                        const NAME: &'static str = #name;
-                        const HIBERNATE: bool = #hibernate;
-                    }
+                    #records
                     #[automatically_derived]
                     impl #handler::UnitStruct for #ident {
                         fn value() -> Self {
