@@ -634,7 +634,7 @@ mod tests {
         let metrics = Metrics::new(&["main", "chat"]);
         let chat = metrics.party("chat");
         chat.messages_out.inc_by(3);
-        chat.connections.inc();
+        chat.connections.inc_by(3);
         chat.closed(1000);
         chat.closed(4321);
         chat.handled(Handler::OnMessage, Duration::from_millis(2), Err(false));
@@ -644,7 +644,7 @@ mod tests {
         for line in [
             "partykit_messages_sent_total{party=\"chat\"} 3",
             "partykit_messages_sent_total{party=\"main\"} 0",
-            "partykit_connections{party=\"chat\"} 0",
+            "partykit_connections{party=\"chat\"} 1",
             "partykit_connections_closed_total{party=\"chat\",code=\"1000\"} 1",
             "partykit_connections_closed_total{party=\"chat\",code=\"4xxx\"} 1",
             "partykit_handler_errors_total{party=\"chat\",handler=\"on_message\"} 1",
