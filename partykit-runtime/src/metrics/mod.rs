@@ -42,10 +42,14 @@ pub(crate) enum Handler {
     OnError,
     OnRequest,
     OnAlarm,
+    OnBeforeConnect,
+    OnBeforeRequest,
+    OnFetch,
+    OnCron,
 }
 
 impl Handler {
-    const ALL: [Handler; 8] = [
+    const ALL: [Handler; 12] = [
         Handler::OnStart,
         Handler::ConnectionTags,
         Handler::OnConnect,
@@ -54,6 +58,10 @@ impl Handler {
         Handler::OnError,
         Handler::OnRequest,
         Handler::OnAlarm,
+        Handler::OnBeforeConnect,
+        Handler::OnBeforeRequest,
+        Handler::OnFetch,
+        Handler::OnCron,
     ];
 
     fn name(self) -> &'static str {
@@ -66,6 +74,10 @@ impl Handler {
             Handler::OnError => "on_error",
             Handler::OnRequest => "on_request",
             Handler::OnAlarm => "on_alarm",
+            Handler::OnBeforeConnect => "on_before_connect",
+            Handler::OnBeforeRequest => "on_before_request",
+            Handler::OnFetch => "on_fetch",
+            Handler::OnCron => "on_cron",
         }
     }
 }
@@ -535,6 +547,22 @@ impl PartyMetrics {
                 metrics.panics.inc();
             }
         }
+    }
+
+    /// Runs a static hook and counts it like a room's handler.
+    pub(crate) async fn time<T>(
+        &self,
+        handler: Handler,
+        run: impl Future<Output = Result<T, crate::Error>>,
+    ) -> Result<T, crate::Error> {
+        let started = std::time::Instant::now();
+        let result = run.await;
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.is_panic()),
+        };
+        self.handled(handler, started.elapsed(), outcome);
+        result
     }
 
     /// A room's socket closed with `code`.
