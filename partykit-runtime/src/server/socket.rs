@@ -14,6 +14,7 @@ use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::connection::{Outbound, Outlet, close_code, truncate_reason};
 use crate::room::{Event, LiveRooms};
@@ -105,9 +106,12 @@ impl Session {
                 Err(refused) => Some((close_code::TRY_AGAIN_LATER, refused.to_string())),
                 Ok(()) => match connected.await {
                     Ok(Ok(())) => None,
+                    // The room made the connection's span before it ran `on_connect`.
                     Ok(Err(error)) => Some((
                         close_code::INTERNAL_ERROR,
-                        error.public("connecting failed", "").message,
+                        (self.connection.span())
+                            .in_scope(|| error.public("connecting failed", ""))
+                            .message,
                     )),
                     Err(_) => Some((
                         close_code::INTERNAL_ERROR,
@@ -123,7 +127,9 @@ impl Session {
                 close(&mut socket, code, &reason).await;
                 return;
             }
-            let end = self.pump(&mut socket).await;
+            // What the socket's task logs carries the connection's span, as its events do.
+            let span = self.connection.span();
+            let end = self.pump(&mut socket).instrument(span).await;
             self.connection.mark_closed();
             let error = match end {
                 End::Closed => None,
