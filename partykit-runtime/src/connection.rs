@@ -335,9 +335,9 @@ impl Connection {
     }
 
     /// The connection's span (field `id`) under `room`'s, made on the first call: the
-    /// room runs the connection's events in it, and its socket's task does once the room
-    /// has taken it. One span for the connection's life, not one per event: making a
-    /// span costs an allocation and its fields' formatting, entering one does not.
+    /// room runs the connection's events in it, and its socket's task enters it where
+    /// it logs. One span for the connection's life, not one per event: making a span
+    /// costs an allocation and its fields' formatting, entering one does not.
     pub(crate) fn span_in(&self, room: &tracing::Span) -> tracing::Span {
         self.inner
             .span

@@ -37,9 +37,9 @@
 //!
 //! Each room runs its events in a span named `room` with the fields `party` and `room`
 //! (its id); each connection's events (`connection_tags`, `on_connect`, `on_message`,
-//! `on_error`, `on_close`), and its socket's task, run in a child span named
-//! `connection` with the field `id`. A line logged there, the runtime's or a handler's
-//! own `tracing::info!`, carries them:
+//! `on_error`, `on_close`) run in a child span named `connection` with the field `id`.
+//! A line logged there, the runtime's or a handler's own `tracing::info!`, carries
+//! them:
 //!
 //! ```text
 //! 2026-12-02T07:36:05.909288Z  INFO room{party="chat" room="lobby"}:connection{id="bob"}: my_party: joined connections=1

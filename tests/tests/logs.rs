@@ -187,6 +187,23 @@ async fn rust_log_filters_when_partykit_log_is_not_set() {
 }
 
 #[tokio::test]
+async fn a_subscriber_of_the_programs_own_is_kept() {
+    let server = LogServer::start(&[
+        ("LOG_SERVER_OWN_SUBSCRIBER", "1"),
+        // Not read: the program's subscriber decides.
+        ("PARTYKIT_LOG_FORMAT", "yaml"),
+    ])
+    .await;
+    let listening = server.lines.last().expect("the line start read");
+    assert!(
+        listening
+            .trim_start()
+            .starts_with("INFO partykit_runtime::server: partykit server listening"),
+        "not the program's own format (no timestamp): {listening:?}"
+    );
+}
+
+#[tokio::test]
 async fn invalid_log_variables_refuse_to_start() {
     let refusals = [
         (

@@ -6,6 +6,9 @@
 //! stdout. `on_connect` logs `joined` at info; `on_message` logs `a debug line` at debug,
 //! then `received` at info, then echoes the message. A server that cannot start prints
 //! why on stderr and exits with 1.
+//!
+//! With `LOG_SERVER_OWN_SUBSCRIBER` set, it installs a subscriber of its own first (text
+//! without timestamps), which `Server::run` must keep.
 
 use partykit_runtime::{Connection, Message, Room, Server, party};
 
@@ -34,6 +37,12 @@ impl Logged {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("LOG_SERVER_OWN_SUBSCRIBER").is_some() {
+        tracing_subscriber::fmt()
+            .without_time()
+            .with_ansi(false)
+            .init();
+    }
     let server = Server::new().in_memory().no_env_file().party::<Logged>();
     if let Err(error) = server.run().await {
         eprintln!("log-server: {error}");
