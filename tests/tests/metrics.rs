@@ -365,6 +365,9 @@ async fn a_workload_moves_the_counters_by_what_it_did() {
         ("on_error", 0.0),
         ("on_request", 2.0),
         ("on_alarm", 1.0),
+        // The static hooks: the party's defaults forward, and are counted all the same.
+        ("on_before_connect", 3.0),
+        ("on_before_request", 2.0),
     ] {
         let labels = [("handler", handler)];
         assert_eq!(
