@@ -1,0 +1,174 @@
+// The inspection dashboard (/__partykit/) in headless Chromium, against a server with an
+// admin token and one room with one connection, driven by the Rust test over stdin/stdout.
+//
+// Usage: node browser-dashboard.mjs <host:port> <token> <party> <room> <connection id>
+//          <chromium> <screenshot dir> <screenshot name>
+// Checks:
+// - a wrong token is refused (401) and the token form comes back with a message;
+// - with the right token, the room is in the rooms table with 1 connection;
+// - the chart is redrawn every second; after the Rust test sent messages ("sent" on stdin)
+//   its window holds non-zero rates in and out, drawn in the series' colours;
+// - clicking the room shows its connection and its storage key, and clicking the key shows
+//   the stored value;
+// - after the screenshot, the connection's Close button closes it: the script says
+//   "close-clicked" and the Rust test checks the code and reason its client got; the row
+//   then goes away.
+// Every page request stays on the server under test and the page logs no error.
+
+import { check, deadline, done, expectLine, fail, tell } from "./harness.mjs";
+import { STEP_MS, launch, openPage, screenshot, step } from "./browser.mjs";
+
+const [host, token, party, room, connection, chromium, shots, shotName] = process.argv.slice(2);
+if (!shotName) {
+  console.error(
+    "usage: node browser-dashboard.mjs <host:port> <token> <party> <room> <connection id> " +
+      "<chromium> <screenshot dir> <screenshot name>",
+  );
+  process.exit(2);
+}
+deadline(45_000);
+const browser = await launch(chromium);
+const PATH = "/__partykit/";
+
+/** Types `value` into the token form and submits it. */
+async function signIn(page, value) {
+  await step("the token form is shown", page.waitForSelector("[data-testid=token-input]"));
+  await page.fill("[data-testid=token-input]", value);
+  await page.click("[data-testid=token-submit]");
+}
+
+// A wrong token, in a page of its own: its 401s are the expected console errors, so this
+// page is not one of openPage's checked pages.
+{
+  const context = await browser.newContext();
+  context.setDefaultTimeout(STEP_MS);
+  const page = await context.newPage();
+  await page.goto(`http://${host}${PATH}`);
+  await signIn(page, `${token}-wrong`);
+  await step(
+    "a wrong token brings the token form back with a message",
+    page.waitForFunction(() => {
+      const message = document.querySelector("[data-testid=token-message]");
+      const input = document.querySelector("[data-testid=token-input]");
+      return message.textContent.includes("refused") && input.checkVisibility();
+    }),
+  );
+  check(
+    (await page.evaluate(() => sessionStorage.length)) === 0,
+    "the refused token is not kept in session storage",
+  );
+  await context.close();
+}
+
+const page = await openPage(browser, host, PATH, "dashboard");
+await page.setViewportSize({ width: 1000, height: 700 });
+await signIn(page, token);
+
+const row = `[data-testid=room-row][data-party="${party}"][data-room="${room}"]`;
+await step(
+  `the rooms table lists ${party}/${room} with 1 connection`,
+  page.waitForFunction(
+    (row) => document.querySelector(`${row} [data-testid=room-connections]`)?.textContent === "1",
+    row,
+  ),
+);
+check(
+  (await page.evaluate(() => sessionStorage.length)) === 1,
+  "the accepted token is kept in session storage",
+);
+
+/** The chart's update count, as the page shows it. */
+const chartUpdates = async () => Number(await page.textContent("[data-testid=chart-updated]"));
+tell("dashboard-ready");
+await expectLine("sent");
+const before = await chartUpdates();
+await step(
+  "the chart is redrawn twice more and its window holds messages in and out",
+  page.waitForFunction(
+    (before) => {
+      const canvas = document.querySelector("[data-testid=chart-canvas]");
+      const updates = Number(document.querySelector("[data-testid=chart-updated]").textContent);
+      return (
+        updates >= before + 2 &&
+        Number(canvas.dataset.updates) === updates &&
+        Number(canvas.dataset.peakIn) > 0 &&
+        Number(canvas.dataset.peakOut) > 0 &&
+        Number(canvas.dataset.peakConnections) === 1
+      );
+    },
+    before,
+  ),
+);
+
+// What the canvas shows: pixels of each series' colour inside the plot (the legend's
+// swatches are above it), so the lines were drawn, not only counted.
+const drawn = await page.evaluate(() => {
+  const canvas = document.querySelector("[data-testid=chart-canvas]");
+  const style = getComputedStyle(document.documentElement);
+  const ctx = canvas.getContext("2d");
+  const ratio = canvas.width / canvas.clientWidth;
+  const top = Math.round(26 * ratio);
+  const { data } = ctx.getImageData(0, top, canvas.width, canvas.height - top);
+  const counts = {};
+  for (const name of ["--series-in", "--series-out", "--series-connections"]) {
+    const probe = document.createElement("canvas").getContext("2d");
+    probe.fillStyle = style.getPropertyValue(name).trim();
+    probe.fillRect(0, 0, 1, 1);
+    const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+    let count = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const close = Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b);
+      if (data[i + 3] > 200 && close < 30) count += 1;
+    }
+    counts[name] = count;
+  }
+  return counts;
+});
+for (const [series, count] of Object.entries(drawn)) {
+  check(count > 0, `the chart draws the ${series} line (${count} pixels)`);
+}
+
+// The room's details.
+await page.click(`${row} button`);
+const connectionRow = `[data-testid=connection-row][data-id="${connection}"]`;
+await step(
+  "the room's details show its connection",
+  page.waitForSelector(`[data-testid=room-detail] ${connectionRow}`),
+);
+check(
+  (await page.textContent(`${connectionRow} td:nth-child(2)`)).includes(`/parties/${party}/${room}`),
+  "the connection's uri is its upgrade request's",
+);
+const storageRow = '[data-testid=storage-row][data-key="messages"]';
+await step("the room's details list its storage key", page.waitForSelector(storageRow));
+await page.click(`${storageRow} button`);
+await step(
+  "clicking the key shows its JSON value",
+  page.waitForFunction(() => /^\d+$/.test(document.querySelector("[data-testid=storage-value]").textContent)),
+);
+const stored = Number(await page.textContent("[data-testid=storage-value]"));
+check(stored > 0, `the stored message count is shown (${stored})`);
+
+// The picture: the chart and the table at the top, the room's details below.
+await page.evaluate(() => window.scrollTo(0, 0));
+await screenshot(page, shots, shotName);
+page.assertClean();
+
+// Closing the connection from the dashboard.
+await page.click(`${connectionRow} [data-testid=connection-close]`);
+tell("close-clicked");
+await step(
+  "the closed connection leaves the room's details",
+  page.waitForSelector(connectionRow, { state: "detached" }),
+);
+await step(
+  "the dashboard says the connection was closed",
+  page.waitForFunction(
+    (connection) =>
+      document.querySelector("[data-testid=action-status]").textContent === `Closed connection ${connection}.`,
+    connection,
+  ),
+);
+page.assertClean();
+await browser.close().catch((error) => fail(`cannot close the browser: ${error.message}`));
+done("browser dashboard: all checks passed");
