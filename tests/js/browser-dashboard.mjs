@@ -2,12 +2,14 @@
 // admin token and one room with one connection, driven by the Rust test over stdin/stdout.
 //
 // Usage: node browser-dashboard.mjs <host:port> <token> <party> <room> <connection id>
-//          <chromium> <screenshot dir> <screenshot name>
+//          <bursts> <messages> <chromium> <screenshot dir> <screenshot name>
 // Checks:
 // - a wrong token is refused (401) and the token form comes back with a message;
 // - with the right token, the room is in the rooms table with 1 connection;
-// - the chart is redrawn every second; after the Rust test sent messages ("sent" on stdin)
-//   its window holds non-zero rates in and out, drawn in the series' colours;
+// - the chart is redrawn every second: after each redraw the script asks for a burst of
+//   messages ("burst" on stdout), which the Rust test sends, each answered twice, before
+//   it says "sent"; after <bursts> bursts of <messages> messages in all, the chart has
+//   counted exactly those messages in and twice as many out, and drawn its three lines;
 // - clicking the room shows its connection and its storage key, and clicking the key shows
 //   the stored value;
 // - after the screenshot, the connection's Close button closes it: the script says
@@ -18,11 +20,12 @@
 import { check, deadline, done, expectLine, fail, tell } from "./harness.mjs";
 import { STEP_MS, launch, openPage, screenshot, step } from "./browser.mjs";
 
-const [host, token, party, room, connection, chromium, shots, shotName] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const [host, token, party, room, connection, bursts, messages, chromium, shots, shotName] = args;
 if (!shotName) {
   console.error(
     "usage: node browser-dashboard.mjs <host:port> <token> <party> <room> <connection id> " +
-      "<chromium> <screenshot dir> <screenshot name>",
+      "<bursts> <messages> <chromium> <screenshot dir> <screenshot name>",
   );
   process.exit(2);
 }
@@ -43,6 +46,7 @@ async function signIn(page, value) {
   const context = await browser.newContext();
   context.setDefaultTimeout(STEP_MS);
   const page = await context.newPage();
+  page.on("pageerror", (error) => fail(`an error in the page: ${error.message}`));
   await page.goto(`http://${host}${PATH}`);
   await signIn(page, `${token}-wrong`);
   await step(
@@ -77,26 +81,40 @@ check(
   "the accepted token is kept in session storage",
 );
 
-/** The chart's update count, as the page shows it. */
-const chartUpdates = async () => Number(await page.textContent("[data-testid=chart-updated]"));
-tell("dashboard-ready");
-await expectLine("sent");
-const before = await chartUpdates();
-await step(
-  "the chart is redrawn twice more and its window holds messages in and out",
-  page.waitForFunction(
-    (before) => {
-      const canvas = document.querySelector("[data-testid=chart-canvas]");
+/** Waits until the chart has been redrawn since it showed `seen` updates; returns the count. */
+async function chartRedrawn(seen, what) {
+  const handle = await step(
+    what,
+    page.waitForFunction((seen) => {
       const updates = Number(document.querySelector("[data-testid=chart-updated]").textContent);
+      return updates > seen && updates;
+    }, seen),
+  );
+  return handle.jsonValue();
+}
+
+let updates = 0;
+for (let burst = 1; burst <= Number(bursts); burst += 1) {
+  updates = await chartRedrawn(updates, `the chart is redrawn before burst ${burst}`);
+  tell("burst");
+  await expectLine("sent");
+}
+await step(
+  `the chart counts the ${messages} messages in and ${2 * messages} out, with 1 connection`,
+  page.waitForFunction(
+    (messages) => {
+      const canvas = document.querySelector("[data-testid=chart-canvas]");
+      const updates = document.querySelector("[data-testid=chart-updated]").textContent;
       return (
-        updates >= before + 2 &&
-        Number(canvas.dataset.updates) === updates &&
+        canvas.dataset.updates === updates &&
+        Number(canvas.dataset.received) === messages &&
+        Number(canvas.dataset.sent) === 2 * messages &&
         Number(canvas.dataset.peakIn) > 0 &&
-        Number(canvas.dataset.peakOut) > 0 &&
+        Number(canvas.dataset.peakOut) > Number(canvas.dataset.peakIn) &&
         Number(canvas.dataset.peakConnections) === 1
       );
     },
-    before,
+    Number(messages),
   ),
 );
 
@@ -146,8 +164,8 @@ await step(
   "clicking the key shows its JSON value",
   page.waitForFunction(() => /^\d+$/.test(document.querySelector("[data-testid=storage-value]").textContent)),
 );
-const stored = Number(await page.textContent("[data-testid=storage-value]"));
-check(stored > 0, `the stored message count is shown (${stored})`);
+const stored = await page.textContent("[data-testid=storage-value]");
+check(stored === messages, `the key's value is the room's message count, ${messages} (${stored})`);
 
 // The picture: the chart and the table at the top, the room's details below.
 await page.evaluate(() => window.scrollTo(0, 0));

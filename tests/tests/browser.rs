@@ -193,8 +193,9 @@ const ADMIN_TOKEN: &str = "dashboard-test-token";
 const DASHBOARD_ROOM: &str = "dash%20room";
 /// The dashboard test client's connection id (its `_pk`).
 const WATCHER: &str = "watcher";
-/// How many messages the client sends while the dashboard watches.
-const MESSAGES: u64 = 20;
+/// The bursts of messages the client sends while the dashboard watches, each after the
+/// chart was redrawn: uneven, so the chart has a shape.
+const BURSTS: [u64; 4] = [10, 30, 5, 20];
 
 /// The dashboard test's party: every message comes back to its sender, followed by the
 /// room's message count, which it keeps in storage under `messages`. So the room has a key
@@ -267,6 +268,7 @@ async fn the_dashboard_shows_a_room_its_traffic_and_closes_a_connection() {
     let host = server.addr().to_string();
     let (dir, name) = dashboard_screenshot();
     let dir_arg = dir.to_str().expect("a UTF-8 screenshot directory");
+    let messages: u64 = BURSTS.iter().sum();
     let mut script = NodeScript::start(
         "browser-dashboard.mjs",
         &[
@@ -275,21 +277,28 @@ async fn the_dashboard_shows_a_room_its_traffic_and_closes_a_connection() {
             "board",
             DASHBOARD_ROOM,
             WATCHER,
+            &BURSTS.len().to_string(),
+            &messages.to_string(),
             CHROMIUM,
             dir_arg,
             &name,
         ],
     );
 
-    // Traffic while the page charts it: every message answered before the next.
-    script.expect_line("dashboard-ready").await;
-    for n in 1..=MESSAGES {
-        let text = format!("message {n}");
-        client.send_text(text.as_str()).await;
-        assert_eq!(client.recv_text().await, text);
-        assert_eq!(client.recv_text().await, n.to_string());
+    // Traffic while the page charts it, a burst each time the script asks; every message
+    // answered before the next.
+    let mut sent = 0;
+    for burst in BURSTS {
+        script.expect_line("burst").await;
+        for _ in 0..burst {
+            sent += 1;
+            let text = format!("message {sent}");
+            client.send_text(text.as_str()).await;
+            assert_eq!(client.recv_text().await, text);
+            assert_eq!(client.recv_text().await, sent.to_string());
+        }
+        script.say("sent").await;
     }
-    script.say("sent").await;
 
     // The page's Close button closes the client's socket with the dashboard's reason.
     script.expect_line("close-clicked").await;
