@@ -1,17 +1,20 @@
 // The inspection dashboard (/__partykit/) in headless Chromium, against a server with an
-// admin token and one room with one connection, driven by the Rust test over stdin/stdout.
+// admin token and one room with two connections, driven by the Rust test over stdin/stdout.
+// The second connection's id is markup (`<img … onerror=…>`): connection ids are the
+// clients' `_pk`, so the page must show them as text.
 //
 // Usage: node browser-dashboard.mjs <host:port> <token> <party> <room> <connection id>
-//          <bursts> <messages> <chromium> <screenshot dir> <screenshot name>
+//          <markup connection id> <bursts> <messages> <chromium> <screenshot dir>
+//          <screenshot name>
 // Checks:
 // - a wrong token is refused (401) and the token form comes back with a message;
-// - with the right token, the room is in the rooms table with 1 connection;
+// - with the right token, the room is in the rooms table with 2 connections;
 // - the chart is redrawn every second: after each redraw the script asks for a burst of
 //   messages ("burst" on stdout), which the Rust test sends, each answered twice, before
 //   it says "sent"; after <bursts> bursts of <messages> messages in all, the chart has
 //   counted exactly those messages in and twice as many out, and drawn its three lines;
-// - clicking the room shows its connection and its storage key, and clicking the key shows
-//   the stored value;
+// - clicking the room shows both connections, the markup id as text (no element made of
+//   it, no script run), and its storage key; clicking the key shows the stored value;
 // - after the screenshot, the connection's Close button closes it: the script says
 //   "close-clicked" and the Rust test checks the code and reason its client got; the row
 //   then goes away.
@@ -21,11 +24,12 @@ import { check, deadline, done, expectLine, fail, tell } from "./harness.mjs";
 import { STEP_MS, launch, openPage, screenshot, step } from "./browser.mjs";
 
 const args = process.argv.slice(2);
-const [host, token, party, room, connection, bursts, messages, chromium, shots, shotName] = args;
+const [host, token, party, room, connection, markup, bursts, messages, chromium, shots, shotName] =
+  args;
 if (!shotName) {
   console.error(
     "usage: node browser-dashboard.mjs <host:port> <token> <party> <room> <connection id> " +
-      "<bursts> <messages> <chromium> <screenshot dir> <screenshot name>",
+      "<markup connection id> <bursts> <messages> <chromium> <screenshot dir> <screenshot name>",
   );
   process.exit(2);
 }
@@ -70,9 +74,9 @@ await signIn(page, token);
 
 const row = `[data-testid=room-row][data-party="${party}"][data-room="${room}"]`;
 await step(
-  `the rooms table lists ${party}/${room} with 1 connection`,
+  `the rooms table lists ${party}/${room} with 2 connections`,
   page.waitForFunction(
-    (row) => document.querySelector(`${row} [data-testid=room-connections]`)?.textContent === "1",
+    (row) => document.querySelector(`${row} [data-testid=room-connections]`)?.textContent === "2",
     row,
   ),
 );
@@ -100,7 +104,7 @@ for (let burst = 1; burst <= Number(bursts); burst += 1) {
   await expectLine("sent");
 }
 await step(
-  `the chart counts the ${messages} messages in and ${2 * messages} out, with 1 connection`,
+  `the chart counts the ${messages} messages in and ${2 * messages} out, with 2 connections`,
   page.waitForFunction(
     (messages) => {
       const canvas = document.querySelector("[data-testid=chart-canvas]");
@@ -111,7 +115,7 @@ await step(
         Number(canvas.dataset.sent) === 2 * messages &&
         Number(canvas.dataset.peakIn) > 0 &&
         Number(canvas.dataset.peakOut) > Number(canvas.dataset.peakIn) &&
-        Number(canvas.dataset.peakConnections) === 1
+        Number(canvas.dataset.peakConnections) === 2
       );
     },
     Number(messages),
@@ -156,6 +160,22 @@ await step(
 check(
   (await page.textContent(`${connectionRow} td:nth-child(2)`)).includes(`/parties/${party}/${room}`),
   "the connection's uri is its upgrade request's",
+);
+const markupRow = await step(
+  "the room's details show the connection whose id is markup",
+  page.waitForFunction((markup) => {
+    const rows = document.querySelectorAll("[data-testid=room-detail] [data-testid=connection-row]");
+    return [...rows].find((row) => row.dataset.id === markup);
+  }, markup),
+);
+check(
+  (await markupRow.evaluate((row) => row.cells[0].textContent)) === markup,
+  "the markup id is shown as text",
+);
+check(
+  (await page.evaluate(() => [document.querySelectorAll("#detail img").length, window.__xss])).join() ===
+    "0,",
+  "no element was made of the markup id and its script did not run",
 );
 const storageRow = '[data-testid=storage-row][data-key="messages"]';
 await step("the room's details list its storage key", page.waitForSelector(storageRow));

@@ -7,8 +7,9 @@
 //! - `yjs`: two pages of one document; what is typed in each appears in the other's
 //!   editor, and the server's text is the same.
 //! - the inspection dashboard (`/__partykit/`) of a server with an admin token: a wrong
-//!   token is refused; with the right one the page lists a room and its connection, charts
-//!   the messages a client sends, shows the room's storage, and closes the connection.
+//!   token is refused; with the right one the page lists a room and its connections (one
+//!   id is markup, shown as text), charts the messages a client sends, shows the room's
+//!   storage, and closes a connection.
 //!
 //! Every page may only load from the server under test: a request to any other origin
 //! (a CDN) is aborted and fails the test, as do errors in the page, so the pages are
@@ -191,8 +192,11 @@ const ADMIN_TOKEN: &str = "dashboard-test-token";
 /// The dashboard test's room: a raw id with a percent sign, which the page must send back
 /// as it is (the server never decodes a room id).
 const DASHBOARD_ROOM: &str = "dash%20room";
-/// The dashboard test client's connection id (its `_pk`).
+/// The dashboard test clients' connection ids (their `_pk`): a plain one, and markup with
+/// a script that the page must show as text (percent-encoded in the upgrade's query).
 const WATCHER: &str = "watcher";
+const MARKUP: &str = "<img src=x onerror=window.__xss=1>";
+const MARKUP_QUERY: &str = "%3Cimg%20src%3Dx%20onerror%3Dwindow.__xss%3D1%3E";
 /// The bursts of messages the client sends while the dashboard watches, each after the
 /// chart was redrawn: uneven, so the chart has a shape.
 const BURSTS: [u64; 4] = [10, 30, 5, 20];
@@ -261,9 +265,14 @@ async fn the_dashboard_shows_a_room_its_traffic_and_closes_a_connection() {
             .party::<Board>(),
     )
     .await;
-    // The room exists while its client is connected.
+    // The room exists while its clients are connected.
     let mut client = server
         .connect(&format!("/parties/board/{DASHBOARD_ROOM}?_pk={WATCHER}"))
+        .await;
+    let _markup = server
+        .connect(&format!(
+            "/parties/board/{DASHBOARD_ROOM}?_pk={MARKUP_QUERY}"
+        ))
         .await;
     let host = server.addr().to_string();
     let (dir, name) = dashboard_screenshot();
@@ -277,6 +286,7 @@ async fn the_dashboard_shows_a_room_its_traffic_and_closes_a_connection() {
             "board",
             DASHBOARD_ROOM,
             WATCHER,
+            MARKUP,
             &BURSTS.len().to_string(),
             &messages.to_string(),
             CHROMIUM,
