@@ -6,12 +6,18 @@
 //!   other at the same position (±2 px), and a closed page's cursor goes away.
 //! - `yjs`: two pages of one document; what is typed in each appears in the other's
 //!   editor, and the server's text is the same.
+//! - the inspection dashboard (`/__partykit/`) of a server with an admin token: a wrong
+//!   token is refused; with the right one the page lists a room and its connections (one
+//!   id is markup, shown as text), charts the messages a client sends, shows the room's
+//!   storage, and closes a connection.
 //!
 //! Every page may only load from the server under test: a request to any other origin
 //! (a CDN) is aborted and fails the test, as do errors in the page, so the pages are
 //! proven to work offline. Each test writes a screenshot of each page to
 //! `$CARGO_TARGET_TMPDIR/browser/<example>/` (`target/tmp/browser/…` by default):
-//! `cursors-a.png`, `cursors-b.png`, `yjs-a.png`, `yjs-b.png`.
+//! `cursors-a.png`, `cursors-b.png`, `yjs-a.png`, `yjs-b.png`, `dashboard/dashboard.png`
+//! (or, for the dashboard, the path in `PARTYKIT_DASHBOARD_SCREENSHOT`:
+//! `PARTYKIT_DASHBOARD_SCREENSHOT=docs/dashboard.png` refreshes the docs' picture).
 //!
 //! One test needs neither Node nor a browser: the yjs page and its vendored modules are
 //! served, as JavaScript, with their licences.
@@ -27,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use partykit_examples::cursors::{self, Cursors};
 use partykit_examples::yjs::{self, Document};
-use partykit_runtime::Server;
+use partykit_runtime::{Connection, Message, Result, Room, Server, party};
 use partykit_tests::TestServer;
 use partykit_tests::node::{NodeScript, node_ready};
 
@@ -71,16 +77,20 @@ async fn run_in_browser(server: Server, script: &str, example: &str, shots: &[&s
         .finish()
         .await;
     for shot in shots {
-        let path = dir.join(format!("{shot}.png"));
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|error| panic!("no screenshot {}: {error}", path.display()));
-        assert!(
-            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
-            "{} is not a PNG",
-            path.display()
-        );
-        println!("screenshot: {}", path.display());
+        assert_screenshot(&dir.join(format!("{shot}.png")));
     }
+}
+
+/// Checks that a script wrote the PNG `path`, and says where it is.
+fn assert_screenshot(path: &Path) {
+    let bytes = std::fs::read(path)
+        .unwrap_or_else(|error| panic!("no screenshot {}: {error}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    println!("screenshot: {}", path.display());
 }
 
 /// The cursors example's server, as its binary serves it.
@@ -172,4 +182,140 @@ async fn two_yjs_pages_see_each_others_typing() {
         return;
     }
     run_in_browser(yjs_server(), "browser-yjs.mjs", "yjs", &["yjs-a", "yjs-b"]).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The inspection dashboard
+
+/// The admin token of the dashboard test's server.
+const ADMIN_TOKEN: &str = "dashboard-test-token";
+/// The dashboard test's room: a raw id with a percent sign, which the page must send back
+/// as it is (the server never decodes a room id).
+const DASHBOARD_ROOM: &str = "dash%20room";
+/// The dashboard test clients' connection ids (their `_pk`): a plain one, and markup with
+/// a script that the page must show as text (percent-encoded in the upgrade's query).
+const WATCHER: &str = "watcher";
+const MARKUP: &str = "<img src=x onerror=window.__xss=1>";
+const MARKUP_QUERY: &str = "%3Cimg%20src%3Dx%20onerror%3Dwindow.__xss%3D1%3E";
+/// The bursts of messages the client sends while the dashboard watches, each after the
+/// chart was redrawn: uneven, so the chart has a shape.
+const BURSTS: [u64; 4] = [10, 30, 5, 20];
+
+/// The dashboard test's party: every message comes back to its sender, followed by the
+/// room's message count, which it keeps in storage under `messages`. So the room has a key
+/// to show, and twice as many messages go out as come in (two lines the chart tells apart).
+#[party(name = "board")]
+struct Board {
+    room: Room,
+}
+
+#[party]
+impl Board {
+    fn new(room: Room) -> Self {
+        Board { room }
+    }
+
+    async fn on_message(&mut self, message: Message, sender: &Connection) -> Result<()> {
+        let storage = self.room.storage();
+        let count = storage.get::<u64>("messages").await?.unwrap_or(0) + 1;
+        storage.put("messages", &count).await?;
+        // A closed sender has nobody to answer.
+        let _ = sender.send(message);
+        let _ = sender.send(count.to_string());
+        Ok(())
+    }
+}
+
+/// Where the dashboard test writes its screenshot, as (directory, name without `.png`):
+/// `$PARTYKIT_DASHBOARD_SCREENSHOT` if set (a relative path is taken from the workspace
+/// root), else `dashboard.png` in `$CARGO_TARGET_TMPDIR/browser/dashboard`.
+fn dashboard_screenshot() -> (PathBuf, String) {
+    let Some(path) = std::env::var_os("PARTYKIT_DASHBOARD_SCREENSHOT") else {
+        return (screenshots("dashboard"), "dashboard".to_owned());
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is in the workspace");
+    let path = workspace.join(path);
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_suffix(".png"))
+        .unwrap_or_else(|| {
+            panic!(
+                "PARTYKIT_DASHBOARD_SCREENSHOT must name a .png file, not {}",
+                path.display()
+            )
+        })
+        .to_owned();
+    let dir = path.parent().expect("a file has a parent").to_path_buf();
+    (dir, name)
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_a_room_its_traffic_and_closes_a_connection() {
+    if !browser_ready() {
+        return;
+    }
+    let server = TestServer::start(
+        Server::new()
+            .in_memory()
+            .no_env_file()
+            .admin_token(ADMIN_TOKEN)
+            .party::<Board>(),
+    )
+    .await;
+    // The room exists while its clients are connected.
+    let mut client = server
+        .connect(&format!("/parties/board/{DASHBOARD_ROOM}?_pk={WATCHER}"))
+        .await;
+    let _markup = server
+        .connect(&format!(
+            "/parties/board/{DASHBOARD_ROOM}?_pk={MARKUP_QUERY}"
+        ))
+        .await;
+    let host = server.addr().to_string();
+    let (dir, name) = dashboard_screenshot();
+    let dir_arg = dir.to_str().expect("a UTF-8 screenshot directory");
+    let messages: u64 = BURSTS.iter().sum();
+    let mut script = NodeScript::start(
+        "browser-dashboard.mjs",
+        &[
+            &host,
+            ADMIN_TOKEN,
+            "board",
+            DASHBOARD_ROOM,
+            WATCHER,
+            MARKUP,
+            &BURSTS.len().to_string(),
+            &messages.to_string(),
+            CHROMIUM,
+            dir_arg,
+            &name,
+        ],
+    );
+
+    // Traffic while the page charts it, a burst each time the script asks; every message
+    // answered before the next.
+    let mut sent = 0;
+    for burst in BURSTS {
+        script.expect_line("burst").await;
+        for _ in 0..burst {
+            sent += 1;
+            let text = format!("message {sent}");
+            client.send_text(text.as_str()).await;
+            assert_eq!(client.recv_text().await, text);
+            assert_eq!(client.recv_text().await, sent.to_string());
+        }
+        script.say("sent").await;
+    }
+
+    // The page's Close button closes the client's socket with the dashboard's reason.
+    script.expect_line("close-clicked").await;
+    assert_eq!(
+        client.closed().await,
+        (1000, "closed from the dashboard".to_owned())
+    );
+    script.finish().await;
+    assert_screenshot(&dir.join(format!("{name}.png")));
 }
