@@ -115,6 +115,8 @@ pub struct Connection {
 struct Inner {
     id: String,
     uri: String,
+    /// When the socket was accepted, for the inspection API.
+    connected_at: std::time::SystemTime,
     tags: OnceLock<Box<[String]>>,
     state: Mutex<Option<Bytes>>,
     outbound: queue::Sender,
@@ -143,6 +145,7 @@ impl Connection {
             inner: Arc::new(Inner {
                 id,
                 uri,
+                connected_at: std::time::SystemTime::now(),
                 tags: OnceLock::new(),
                 state: Mutex::new(None),
                 outbound,
@@ -290,6 +293,26 @@ impl Connection {
         }
         self.deliver(outbound);
         Ok(())
+    }
+
+    /// When the socket was accepted.
+    pub(crate) fn connected_at(&self) -> std::time::SystemTime {
+        self.inner.connected_at
+    }
+
+    /// The bytes queued for the socket (held at the gate included), not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.inner.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// The size of the connection's state, serialized.
+    pub(crate) fn state_len(&self) -> usize {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, Bytes::len)
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -167,8 +167,11 @@ impl<S: Sink> Gate<S> {
     }
 
     /// Commit `seq` is durable: releases, in order, everything that waited for it.
-    pub(crate) fn release_through(&self, seq: u64) {
-        for held in self.take_through(seq) {
+    /// Returns how many items (output and replies) were released.
+    pub(crate) fn release_through(&self, seq: u64) -> usize {
+        let held = self.take_through(seq);
+        let released = held.len();
+        for held in held {
             match held {
                 Held::Output(sink, item) => sink.deliver(item),
                 Held::Reply(reply, response) => {
@@ -176,6 +179,7 @@ impl<S: Sink> Gate<S> {
                 }
             }
         }
+        released
     }
 
     /// Commit `seq` failed, or was dropped because an earlier one failed: everything that

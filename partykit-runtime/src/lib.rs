@@ -129,9 +129,11 @@ mod error;
 mod gate;
 pub mod guide;
 pub mod handler;
+mod inspect;
 mod limits;
 mod lobby;
 mod message;
+mod metrics;
 pub mod parties;
 mod party;
 mod request;
@@ -165,14 +167,15 @@ pub use error::{ERROR_ID_HEADER, Error, Result};
 pub use limits::Limits;
 pub use lobby::{Before, Cron, CronLobby, FetchLobby, FetchSocket, Lobby};
 pub use message::{JsonRejection, Message, Utf8Bytes};
+pub use metrics::METRICS_ADDR_VAR;
 pub use parties::Context;
 pub use party::{Handlers, Party, PartyOptions};
 pub use partykit_macros::party;
 pub use request::{Request, RequestBuilder};
 pub use room::Room;
 pub use server::{
-    Cors, DEFAULT_ADDR, HOST_VAR, PORT_VAR, SCHEDULED_TOKEN_VAR, Server, ServerError,
-    addr_from_env, shutdown_signal,
+    ADMIN_TOKEN_VAR, Cors, DEFAULT_ADDR, HOST_VAR, PORT_VAR, SCHEDULED_TOKEN_VAR, Server,
+    ServerError, addr_from_env, shutdown_signal,
 };
 pub use storage::Storage;
 

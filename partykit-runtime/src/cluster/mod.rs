@@ -117,6 +117,11 @@ impl Cluster {
     }
 
     /// `host:port` of this node's internal listener.
+    /// Whether the last contact with the cluster database succeeded.
+    pub(crate) fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+
     pub(crate) fn node_addr(&self) -> &str {
         &self.node_addr
     }

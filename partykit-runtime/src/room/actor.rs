@@ -2,12 +2,14 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::live::Seed;
-use super::{Event, LiveRooms, Room};
+use super::{Admin, Event, LiveRooms, Room};
 use crate::connection::{close_code, validate_tags};
+use crate::metrics::Handler;
 use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Response};
 
 /// Runs one handler on the started value. A panic is caught and turned into an error,
@@ -15,17 +17,22 @@ use crate::{Connection, ConnectionContext, Error, Message, Party, Request, Respo
 /// method: the handler's future borrows the value, and the borrow must end before the
 /// value can be dropped.)
 macro_rules! call {
-    ($actor:ident, $party:ident => $handler:expr) => {
+    ($actor:ident, $kind:expr, $party:ident => $handler:expr) => {
         match $actor.party.as_mut() {
             None => Err(Error::internal("the room is not started")),
-            Some($party) => match crate::error::catch_panic("a handler", $handler).await {
-                Err(error) if error.is_panic() => {
-                    $actor.party = None;
-                    $actor.started = false;
-                    Err(panicked(error))
+            Some($party) => {
+                let started = std::time::Instant::now();
+                let result = crate::error::catch_panic("a handler", $handler).await;
+                $actor.handled($kind, started, &result);
+                match result {
+                    Err(error) if error.is_panic() => {
+                        $actor.party = None;
+                        $actor.started = false;
+                        Err(panicked(error))
+                    }
+                    result => result,
                 }
-                result => result,
-            },
+            }
         }
     };
 }
@@ -43,6 +50,9 @@ pub(crate) struct RoomActor<P> {
     mailbox: mpsc::Receiver<Event>,
     rooms: Arc<LiveRooms>,
     generation: u64,
+    /// An operator evicted the room: it takes no new sockets, and leaves once its last
+    /// socket has closed and its writes are durable.
+    evicting: bool,
 }
 
 impl<P: Party> RoomActor<P> {
@@ -56,6 +66,7 @@ impl<P: Party> RoomActor<P> {
             mailbox: seed.mailbox,
             rooms: seed.rooms,
             generation: seed.generation,
+            evicting: false,
         };
         let tasks = actor.rooms.tasks().clone();
         // Object-style handlers get their room from the task (`__private::current_room`).
@@ -110,7 +121,14 @@ impl<P: Party> RoomActor<P> {
                 }
             };
             self.handle(event).await;
+            if self.evicting && self.sockets == 0 {
+                // Its successor must not load state older than what it acknowledged.
+                let _ = self.room.storage().sync().await;
+                self.evict();
+                break;
+            }
         }
+        self.room.set_hibernating(false);
         // The committer commits what it was handed, then ends.
         self.room.storage().close();
     }
@@ -125,6 +143,7 @@ impl<P: Party> RoomActor<P> {
         );
         self.party = None;
         self.started = false;
+        self.room.set_hibernating(true);
         self.room.storage().unload();
     }
 
@@ -161,7 +180,10 @@ impl<P: Party> RoomActor<P> {
                         "The room moved to another node; try again",
                     )));
                 }
-                Event::Message { .. } | Event::Closed { .. } | Event::Alarm { .. } => {}
+                Event::Message { .. }
+                | Event::Closed { .. }
+                | Event::Alarm { .. }
+                | Event::Admin(_) => {}
             }
         }
     }
@@ -223,6 +245,12 @@ impl<P: Party> RoomActor<P> {
     /// Runs one event; an HTTP request's answer is returned, to pass the gate.
     async fn dispatch(&mut self, event: Event) -> Option<(oneshot::Sender<Response>, Response)> {
         match event {
+            Event::Prepare { reply } | Event::Connect { reply, .. } if self.evicting => {
+                let _ = reply.send(Err(Error::with_status(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "The room is being evicted; try again",
+                )));
+            }
             Event::Prepare { reply } => {
                 let _ = reply.send(self.ensure_started().await);
             }
@@ -286,8 +314,38 @@ impl<P: Party> RoomActor<P> {
                 return Some((reply, response));
             }
             Event::Alarm { time, .. } => self.alarm(time).await,
+            Event::Admin(admin) => self.admin(admin).await,
         }
         None
+    }
+
+    async fn admin(&mut self, admin: Admin) {
+        match admin {
+            Admin::Evict { reply } => {
+                tracing::info!(
+                    party = self.room.name(),
+                    room = self.room.id(),
+                    sockets = self.sockets,
+                    "evicted by an operator: closing its sockets with 1012"
+                );
+                self.evicting = true;
+                let connections = self.room.get_connections(None);
+                for connection in &connections {
+                    connection.close_unchecked(close_code::SERVICE_RESTART, EVICTED_REASON);
+                }
+                let _ = reply.send(connections.len());
+            }
+            Admin::DeleteAlarm { reply } => {
+                let storage = self.room.storage();
+                let deleted = async {
+                    let had = storage.get_alarm().await?.is_some();
+                    storage.delete_alarm().await?;
+                    storage.sync().await?;
+                    Ok(had)
+                };
+                let _ = reply.send(deleted.await);
+            }
+        }
     }
 
     async fn connect(
@@ -300,7 +358,8 @@ impl<P: Party> RoomActor<P> {
             .then_some(self.rooms.limits().max_hibernating_state);
         connection.join(Arc::clone(self.room.storage().gate()), state_limit);
         self.ensure_started().await?;
-        let user_tags = call!(self, party => party.connection_tags(connection, ctx))?;
+        let user_tags =
+            call!(self, Handler::ConnectionTags, party => party.connection_tags(connection, ctx))?;
         connection.set_tags(validate_tags(connection.id(), user_tags)?);
         // The replaced socket leaves the room now (broadcasts and `get_connection` see
         // the new one) and is told so; its `on_close` runs when its socket has closed,
@@ -313,25 +372,25 @@ impl<P: Party> RoomActor<P> {
             );
             replaced.close_unchecked(close_code::REPLACED, close_code::REPLACED_REASON);
         }
-        call!(self, party => party.on_connect(connection, ctx))
+        call!(self, Handler::OnConnect, party => party.on_connect(connection, ctx))
     }
 
     async fn message(&mut self, message: Message, sender: &Connection) -> Result<(), Error> {
         self.ensure_started().await?;
-        call!(self, party => party.on_message(message, sender))
+        call!(self, Handler::OnMessage, party => party.on_message(message, sender))
     }
 
     async fn closed(&mut self, connection: &Connection, error: Option<Error>) -> Result<(), Error> {
         self.ensure_started().await?;
         if let Some(error) = error {
-            call!(self, party => party.on_error(connection, error))?;
+            call!(self, Handler::OnError, party => party.on_error(connection, error))?;
         }
-        call!(self, party => party.on_close(connection))
+        call!(self, Handler::OnClose, party => party.on_close(connection))
     }
 
     async fn request(&mut self, request: Request) -> Result<Response, Error> {
         self.ensure_started().await?;
-        call!(self, party => party.on_request(request))
+        call!(self, Handler::OnRequest, party => party.on_request(request))
     }
 
     /// Runs `on_alarm` for the alarm due at `time`, unless it was changed or deleted
@@ -350,6 +409,12 @@ impl<P: Party> RoomActor<P> {
             Some((retry_time, attempt)) if retry_time == time => attempt,
             _ => 0,
         };
+        let metrics = self.room.metrics();
+        metrics.alarms_fired.inc();
+        let lag_millis = self.room.clock().now_millis().saturating_sub(time).max(0);
+        metrics
+            .alarm_lag
+            .observe(Duration::from_millis(lag_millis.unsigned_abs()).as_secs_f64());
         let outcome = match storage.hide_alarm().await {
             Ok(()) => self.run_alarm().await,
             Err(error) => Err(error),
@@ -371,6 +436,7 @@ impl<P: Party> RoomActor<P> {
                     .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 tracing::warn!(party = self.room.name(), room = self.room.id(), %error, attempt = attempt + 1, ?delay, "on_alarm failed; retrying");
                 self.alarm_retry = Some((retry_time, attempt + 1));
+                self.room.metrics().alarm_retries.inc();
                 Some(retry_time)
             }
             Err(error) => {
@@ -405,7 +471,7 @@ impl<P: Party> RoomActor<P> {
 
     async fn run_alarm(&mut self) -> Result<(), Error> {
         self.ensure_started().await?;
-        call!(self, party => party.on_alarm())
+        call!(self, Handler::OnAlarm, party => party.on_alarm())
     }
 
     /// Builds the user's value and runs `on_start` unless that already succeeded.
@@ -423,7 +489,11 @@ impl<P: Party> RoomActor<P> {
                 }
             }
         };
-        match crate::error::catch_panic("on_start", party.on_start()).await {
+        self.room.set_hibernating(false);
+        let started = std::time::Instant::now();
+        let result = crate::error::catch_panic("on_start", party.on_start()).await;
+        self.handled(Handler::OnStart, started, &result);
+        match result {
             Ok(()) => {
                 self.started = true;
                 Ok(())
@@ -440,6 +510,22 @@ impl<P: Party> RoomActor<P> {
         }
     }
 }
+
+impl<P> RoomActor<P> {
+    /// Counts a handler's run.
+    fn handled<T>(&self, handler: Handler, started: std::time::Instant, result: &Result<T, Error>) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.is_panic()),
+        };
+        self.room
+            .metrics()
+            .handled(handler, started.elapsed(), outcome);
+    }
+}
+
+/// The close reason of the sockets of a room an operator evicted.
+const EVICTED_REASON: &str = "The room was evicted by an operator; reconnect";
 
 /// Logs a handler's panic: the room's value is dropped and rebuilt on the next event.
 fn panicked(error: Error) -> Error {

@@ -36,4 +36,18 @@ pub(crate) enum Event {
         time: i64,
         done: Option<oneshot::Sender<crate::Storage>>,
     },
+    /// An operator's action, from the inspection API.
+    Admin(Admin),
+}
+
+/// What an operator can do to a room through the inspection API.
+pub(crate) enum Admin {
+    /// Close every socket with 1012 (so clients reconnect) and leave memory once their
+    /// `on_close` ran and the room's writes are durable; `reply` gets how many sockets
+    /// were closed.
+    Evict { reply: oneshot::Sender<usize> },
+    /// Delete the room's alarm, durably; `reply` gets whether one was set.
+    DeleteAlarm {
+        reply: oneshot::Sender<Result<bool, Error>>,
+    },
 }

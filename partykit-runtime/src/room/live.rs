@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use http::StatusCode;
 use tokio::sync::mpsc;
 
-use super::{Event, Room};
+use super::{Event, Room, WeakRoom};
 use crate::alarms::AlarmClock;
 use crate::cluster::{Cluster, Owner, Peer, Tenure};
+use crate::metrics::{Metrics, PartyMetrics, Refusal};
 use crate::parties::{Context, Parties};
 use crate::server::PartyType;
 use crate::storage::{Backend, Mutation, RoomKey, Storage};
@@ -33,6 +34,7 @@ pub(crate) struct Services {
     /// In cluster mode, this node's leases: a room starts here only while this node
     /// holds its lease.
     pub(crate) cluster: Option<Arc<Cluster>>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Where a room's events go.
@@ -100,6 +102,16 @@ pub(crate) enum Refused {
 }
 
 impl Refused {
+    /// The limit that refused, as the metrics count it.
+    pub(crate) fn as_refusal(self) -> Refusal {
+        match self {
+            Self::TooManyRooms { .. } => Refusal::RoomCap,
+            Self::IdTooLong { .. } => Refusal::RoomIdTooLong,
+            Self::ShuttingDown => Refusal::ShuttingDown,
+            Self::NotOwner | Self::Unavailable => Refusal::Unavailable,
+        }
+    }
+
     /// The id's length against the limit, checked before any room or hook work.
     pub(crate) fn check_id(room_id: &str, limits: &Limits) -> Result<(), Self> {
         let (length, limit) = (room_id.len(), limits.max_room_id_length);
@@ -144,6 +156,7 @@ impl fmt::Display for Refused {
 pub(crate) struct LiveRooms {
     party: Arc<dyn PartyType>,
     services: Arc<Services>,
+    metrics: Arc<PartyMetrics>,
     live: Mutex<Live>,
 }
 
@@ -156,11 +169,31 @@ struct Live {
 struct Entry {
     generation: u64,
     mailbox: mpsc::Sender<Event>,
+    /// The room's handle, for the inspection API: its connections and storage. Weak:
+    /// the room's context holds the directory, which holds this.
+    room: WeakRoom,
     /// The epoch of the lease the room was started under, in cluster mode.
     lease: Option<u64>,
     /// Given back when the entry leaves the map: the room was evicted, or its actor was
     /// found gone.
     _slot: Slot,
+    _counted: Counted,
+}
+
+/// Counts one in a gauge while it lives: the party's live rooms.
+struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Counted {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// What a room's actor is started with.
@@ -174,10 +207,45 @@ pub(crate) struct Seed {
 impl LiveRooms {
     pub(crate) fn new(party: Arc<dyn PartyType>, services: Arc<Services>) -> Self {
         Self {
+            metrics: services.metrics.party(party.name()),
             party,
             services,
             live: Mutex::new(Live::default()),
         }
+    }
+
+    /// The party's name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.party.name()
+    }
+
+    /// What this party's rooms and sockets count with.
+    pub(crate) fn metrics(&self) -> &Arc<PartyMetrics> {
+        &self.metrics
+    }
+
+    /// The server's metrics.
+    pub(crate) fn server_metrics(&self) -> &Metrics {
+        &self.services.metrics
+    }
+
+    /// The live rooms' handles, in no order.
+    pub(crate) fn rooms(&self) -> Vec<Room> {
+        self.lock()
+            .rooms
+            .values()
+            .filter_map(|entry| entry.room.upgrade())
+            .collect()
+    }
+
+    /// The live room `room_id`'s handle.
+    pub(crate) fn room(&self, room_id: &str) -> Option<Room> {
+        self.lock().rooms.get(room_id)?.room.upgrade()
+    }
+
+    /// The storage backend, for a room that is not live.
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.services.backend
     }
 
     pub(crate) fn handlers(&self) -> crate::Handlers {
@@ -291,6 +359,19 @@ impl LiveRooms {
         room_id: &str,
         forced: bool,
     ) -> Result<(u64, mpsc::Sender<Event>), Refused> {
+        self.find_or_start(room_id, forced).inspect_err(|refused| {
+            // Not owning the room is no refusal: the caller asks who does.
+            if *refused != Refused::NotOwner {
+                self.services.metrics.refused(refused.as_refusal());
+            }
+        })
+    }
+
+    fn find_or_start(
+        self: &Arc<Self>,
+        room_id: &str,
+        forced: bool,
+    ) -> Result<(u64, mpsc::Sender<Event>), Refused> {
         let mut live = self.lock();
         if let Some(entry) = live.rooms.get(room_id) {
             return Ok((entry.generation, entry.mailbox.clone()));
@@ -319,15 +400,7 @@ impl LiveRooms {
         let generation = live.next_generation;
         live.next_generation += 1;
         let (sender, mailbox) = mpsc::channel(limits.room_mailbox);
-        live.rooms.insert(
-            room_id.to_owned(),
-            Entry {
-                generation,
-                mailbox: sender.clone(),
-                lease: lease.as_ref().map(|lease| lease.epoch),
-                _slot: slot,
-            },
-        );
+        let lease_epoch = lease.as_ref().map(|lease| lease.epoch);
         let parties = Parties::new(directory, Some(key));
         let room = Room::new(
             room_id.to_owned(),
@@ -336,6 +409,18 @@ impl LiveRooms {
             self.storage(room_id, lease),
             Context::new(parties),
             self.services.clock.clone(),
+            Arc::clone(&self.metrics),
+        );
+        live.rooms.insert(
+            room_id.to_owned(),
+            Entry {
+                generation,
+                mailbox: sender.clone(),
+                room: room.downgrade(),
+                lease: lease_epoch,
+                _slot: slot,
+                _counted: Counted::new(&self.metrics.rooms),
+            },
         );
         self.party.spawn_room(Seed {
             room,
@@ -364,6 +449,7 @@ impl LiveRooms {
             Arc::new(on_durable),
             self.services.tasks.clone(),
             lease,
+            Arc::clone(&self.metrics.storage),
         )
     }
 

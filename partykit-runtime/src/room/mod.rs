@@ -7,15 +7,17 @@ mod live;
 mod registry;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 pub(crate) use actor::RoomActor;
-pub(crate) use event::Event;
+pub(crate) use event::{Admin, Event};
 pub(crate) use live::{LiveRooms, Location, Refused, RoomSlots, Seed, Services};
 use registry::Registry;
 
 use crate::clock::Clock;
 use crate::connection::Outbound;
+use crate::metrics::PartyMetrics;
 use crate::parties::Context;
 use crate::storage::Storage;
 use crate::{Connection, Env, Message};
@@ -58,6 +60,18 @@ struct Inner {
     context: Context,
     clock: Clock,
     registry: Mutex<Registry>,
+    metrics: Arc<PartyMetrics>,
+    /// The user's value is dropped while the sockets stay open.
+    hibernating: AtomicBool,
+}
+
+/// A room's handle that does not keep it alive (the directory's).
+pub(crate) struct WeakRoom(Weak<Inner>);
+
+impl WeakRoom {
+    pub(crate) fn upgrade(&self) -> Option<Room> {
+        self.0.upgrade().map(|inner| Room { inner })
+    }
 }
 
 impl Room {
@@ -68,6 +82,7 @@ impl Room {
         storage: Storage,
         context: Context,
         clock: Clock,
+        metrics: Arc<PartyMetrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -78,7 +93,34 @@ impl Room {
                 context,
                 clock,
                 registry: Mutex::new(Registry::default()),
+                metrics,
+                hibernating: AtomicBool::new(false),
             }),
+        }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakRoom {
+        WeakRoom(Arc::downgrade(&self.inner))
+    }
+
+    /// What the room counts with.
+    pub(crate) fn metrics(&self) -> &PartyMetrics {
+        &self.inner.metrics
+    }
+
+    /// Whether the room hibernates: its value is dropped, its sockets open.
+    pub(crate) fn is_hibernating(&self) -> bool {
+        self.inner.hibernating.load(Ordering::Acquire)
+    }
+
+    /// The room went into hibernation, or came out of it (or stopped).
+    pub(crate) fn set_hibernating(&self, hibernating: bool) {
+        if self.inner.hibernating.swap(hibernating, Ordering::AcqRel) != hibernating {
+            if hibernating {
+                self.inner.metrics.hibernating.inc();
+            } else {
+                self.inner.metrics.hibernating.dec();
+            }
         }
     }
 

@@ -19,6 +19,7 @@ use crate::cluster::chain::Chain;
 use crate::cluster::forward::{self, Owner};
 use crate::cluster::relay;
 use crate::connection::close_code;
+use crate::metrics::Refusal;
 use crate::room::{Event, Refused};
 use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
@@ -38,7 +39,16 @@ pub(super) fn router(app: Arc<App>) -> axum::Router {
 }
 
 async fn dispatch(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
+    let response = route(&app, request).await;
+    app.metrics.answered(response.status());
+    response
+}
+
+async fn route(app: &Arc<App>, request: axum::extract::Request) -> Response {
     let path = request.uri().path().to_owned();
+    if crate::inspect::is_inspect_path(&path) {
+        return crate::inspect::handle(app, request).await;
+    }
     match parse_target(&path) {
         Some(Target { party, room }) => {
             // partyserver's `cors`: a known party's preflights are answered
@@ -46,12 +56,31 @@ async fn dispatch(State(app): State<Arc<App>>, request: axum::extract::Request) 
             // headers.
             match app.cors.get(party).filter(|_| !is_upgrade(&request)) {
                 Some(cors) if request.method() == Method::OPTIONS => cors.preflight(),
-                Some(cors) => cors.apply(to_party(&app, party, room, request).await),
-                None => to_party(&app, party, room, request).await,
+                Some(cors) => cors.apply(to_party(app, party, room, request).await),
+                None => to_party(app, party, room, request).await,
             }
         }
-        None => outside_parties(&app, request).await,
+        None => outside_parties(app, request).await,
     }
+}
+
+/// The request with its body read under the body limits; a refusal is counted by the
+/// limit that refused.
+pub(crate) async fn buffered(
+    app: &App,
+    request: axum::extract::Request,
+) -> Result<Request, Response> {
+    body::buffer(request, &app.limits, &app.bodies)
+        .await
+        .inspect_err(|refusal| {
+            let reason = match refusal.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => Refusal::BodyTooLarge,
+                StatusCode::REQUEST_TIMEOUT => Refusal::BodyTimeout,
+                StatusCode::SERVICE_UNAVAILABLE => Refusal::BodyBudget,
+                _ => return,
+            };
+            app.metrics.refused(reason);
+        })
 }
 
 async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Request) -> Response {
@@ -81,7 +110,7 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
             }
         }
     } else {
-        let request = match body::buffer(request, &app.limits, &app.bodies).await {
+        let request = match buffered(app, request).await {
             Ok(request) => request,
             Err(response) => return response,
         };
@@ -146,7 +175,7 @@ pub(crate) async fn owned(
         };
         connect(app, entry, room, request, upgrade).await
     } else {
-        match body::buffer(request, &app.limits, &app.bodies).await {
+        match buffered(app, request).await {
             Ok(request) => deliver(entry, room, request).await,
             Err(response) => response,
         }
@@ -271,7 +300,7 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
             }
         });
     }
-    let request = match body::buffer(request, &app.limits, &app.bodies).await {
+    let request = match buffered(app, request).await {
         Ok(request) => request,
         Err(response) => return response,
     };

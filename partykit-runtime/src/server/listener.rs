@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::Limits;
+use crate::metrics::{Metrics, Refusal};
 use crate::tasks::Tasks;
 
 /// The smallest read buffer hyper accepts, so the smallest head limit.
@@ -65,6 +66,7 @@ pub(super) async fn accept(
     listener: TcpListener,
     router: axum::Router,
     limits: &Limits,
+    metrics: &Metrics,
     tasks: &Tasks,
 ) -> io::Result<()> {
     let stopping = tasks.stopping().clone();
@@ -115,6 +117,7 @@ pub(super) async fn accept(
             }
         };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            metrics.refused(Refusal::ConnectionCap);
             refuse(stream, &refusals, tasks);
             continue;
         };

@@ -41,6 +41,9 @@ pub const PORT_VAR: &str = "PARTYKIT_PORT";
 /// The environment variable that turns on the `/__scheduled__` trigger with this token
 /// when [`Server::scheduled_token`] is not set; read when the server is built.
 pub const SCHEDULED_TOKEN_VAR: &str = "PARTYKIT_SCHEDULED_TOKEN";
+/// The environment variable that turns on the inspection API (`/__partykit/`) with this
+/// bearer token when [`Server::admin_token`] is not set; read when the server is built.
+pub const ADMIN_TOKEN_VAR: &str = "PARTYKIT_ADMIN_TOKEN";
 /// The default address: `127.0.0.1:1999`, PartyKit's dev port.
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1999);
@@ -76,6 +79,10 @@ pub struct Server {
     crons: Vec<(String, String)>,
     scheduled_token: Option<String>,
     cluster: Option<ClusterConfig>,
+    /// Where `GET /metrics` is served, if anywhere.
+    metrics_addr: Option<String>,
+    /// The bearer token of the inspection API (`/__partykit/`); `None` turns it off.
+    admin_token: Option<String>,
     /// What "now" is for alarms: the wall clock, or a test's.
     clock: crate::clock::Clock,
     /// Told when `serve` has built the server and accepts connections.
@@ -106,6 +113,8 @@ impl Server {
             crons: Vec::new(),
             scheduled_token: None,
             cluster: None,
+            metrics_addr: None,
+            admin_token: None,
             clock: crate::clock::Clock::Wall,
             #[cfg(feature = "testing")]
             started: None,
@@ -244,6 +253,49 @@ impl Server {
     #[must_use]
     pub fn scheduled_token(mut self, token: impl Into<String>) -> Self {
         self.scheduled_token = Some(token.into());
+        self
+    }
+
+    /// Serves the server's metrics in Prometheus' text format at `GET /metrics` on a
+    /// listener of their own at `addr` (`host:port`), apart from the public one so that
+    /// they are never exposed with it by accident. Without this call,
+    /// `PARTYKIT_METRICS_ADDR` ([`METRICS_ADDR_VAR`](crate::METRICS_ADDR_VAR)) turns it on;
+    /// with neither, the metrics are still counted (the inspection API's statistics read
+    /// them) but not served. `docs/OPERATIONS.md` lists every metric.
+    ///
+    /// ```no_run
+    /// # use partykit_runtime::{party, Server};
+    /// # #[party] #[derive(Default)] struct Main;
+    /// # #[party] impl Main {}
+    /// # async fn run() -> Result<(), partykit_runtime::ServerError> {
+    /// // Scraped by Prometheus at http://10.0.0.7:9464/metrics.
+    /// Server::new().party::<Main>().metrics_addr("10.0.0.7:9464").run().await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn metrics_addr(mut self, addr: impl Into<String>) -> Self {
+        self.metrics_addr = Some(addr.into());
+        self
+    }
+
+    /// Turns on the inspection API and the dashboard under `/__partykit/` on the public
+    /// listener, for callers with `Authorization: Bearer <token>` (compared in constant
+    /// time). Without this call, `PARTYKIT_ADMIN_TOKEN`
+    /// ([`ADMIN_TOKEN_VAR`](crate::ADMIN_TOKEN_VAR)) sets the token; with neither, the API
+    /// is off and answers 404. `GET /__partykit/health` needs no token and is always on.
+    ///
+    /// ```no_run
+    /// # use partykit_runtime::{party, Server};
+    /// # #[party] #[derive(Default)] struct Main;
+    /// # #[party] impl Main {}
+    /// # async fn run() -> Result<(), partykit_runtime::ServerError> {
+    /// let token = std::env::var("ADMIN_TOKEN").expect("a long random secret");
+    /// Server::new().party::<Main>().admin_token(token).run().await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
         self
     }
 
@@ -423,9 +475,24 @@ impl Server {
             }
             None => None,
         };
+        let metrics_addr = self
+            .metrics_addr
+            .clone()
+            .or_else(|| std::env::var(crate::METRICS_ADDR_VAR).ok())
+            .filter(|addr| !addr.is_empty());
+        let metrics_listener = match &metrics_addr {
+            Some(addr) => Some(bind(addr, crate::METRICS_ADDR_VAR).await?),
+            None => None,
+        };
         let tasks = Tasks::new();
         let app = Arc::new(self.build(tasks.clone()).await?);
         let backend = Arc::clone(&app.backend);
+        let metrics = metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics listening at /metrics");
+            }
+            (listener, crate::metrics::router(Arc::clone(&app.metrics)))
+        });
         let internal = internal.map(|internal| {
             if let Some(cluster) = &app.cluster {
                 tracing::info!(addr = cluster.node_addr(), "internal listener listening");
@@ -442,15 +509,32 @@ impl Server {
         // stop accepting, and the last `App` dropped would cancel every phase at once
         // (its stop-on-drop guard), draining rooms whose sockets are still joining.
         let serving = Arc::clone(&app);
-        let public = listener::accept(listener, dispatch::router(app), &limits, &tasks);
+        let server_metrics = Arc::clone(&app.metrics);
+        let public = listener::accept(
+            listener,
+            dispatch::router(app),
+            &limits,
+            &server_metrics,
+            &tasks,
+        );
         let accepting = async {
-            match internal {
-                None => public.await,
-                Some((internal, router)) => {
-                    let internal = listener::accept(internal, router, &limits, &tasks);
-                    tokio::try_join!(public, internal).map(|_| ())
+            let internal = async {
+                match internal {
+                    None => Ok(()),
+                    Some((internal, router)) => {
+                        listener::accept(internal, router, &limits, &server_metrics, &tasks).await
+                    }
                 }
-            }
+            };
+            let metrics = async {
+                match metrics {
+                    None => Ok(()),
+                    Some((listener, router)) => {
+                        listener::accept(listener, router, &limits, &server_metrics, &tasks).await
+                    }
+                }
+            };
+            tokio::try_join!(public, internal, metrics).map(|_| ())
         };
         let mut accepting = std::pin::pin!(accepting);
         let accepted = tokio::select! {
@@ -509,6 +593,8 @@ impl Server {
             _ => None,
         };
         let directory = Arc::new(crate::parties::Directory::default());
+        let names: Vec<&'static str> = self.parties.iter().map(|party| party.name()).collect();
+        let metrics = Arc::new(crate::metrics::Metrics::new(&names));
         let services = Arc::new(Services {
             env: opened.env.clone(),
             limits: self.limits.clone(),
@@ -519,6 +605,7 @@ impl Server {
             room_slots: crate::room::RoomSlots::new(&self.limits),
             tasks: tasks.clone(),
             cluster: cluster.clone(),
+            metrics: Arc::clone(&metrics),
         });
         let parties = register_parties(self.parties, &services)?;
         let cors = cors::policies(self.cors, &parties)?;
@@ -562,6 +649,11 @@ impl Server {
             bodies: body::BodyBudget::new(&self.limits),
             limits: Arc::new(self.limits),
             backend: opened.backend,
+            admin_token: self
+                .admin_token
+                .or_else(|| std::env::var(ADMIN_TOKEN_VAR).ok())
+                .filter(|token| !token.is_empty()),
+            metrics,
             cluster,
             _stop_on_drop: tasks.stop_on_drop(),
             tasks,
@@ -885,6 +977,9 @@ pub(crate) struct App {
     /// The server-wide budget of buffered request bodies.
     pub(crate) bodies: body::BodyBudget,
     pub(crate) backend: Arc<dyn Backend>,
+    /// The inspection API's bearer token; `None` turns the API off.
+    pub(crate) admin_token: Option<String>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// This node's place in the cluster, in cluster mode.
     pub(crate) cluster: Option<Arc<Cluster>>,
     pub(crate) tasks: Tasks,

@@ -73,13 +73,19 @@ pub(super) struct Session {
     pub(super) stopping: CancellationToken,
 }
 
-/// How the frame pump ended.
+/// How the frame pump ended, with the socket's close code (1005: a close frame without
+/// a code; 1006: no close frame at all), as the metrics count it.
 enum End {
     /// The peer closed, or the socket ended cleanly.
-    Closed,
+    Closed(u16),
     /// The socket failed; `on_error` hears about it.
-    Failed(Error),
+    Failed(Error, u16),
 }
+
+/// No close code: the socket ended without a close frame.
+const ABNORMAL: u16 = 1006;
+/// The peer's close frame had no code.
+const NO_STATUS: u16 = 1005;
 
 impl Session {
     /// `ctx` goes to `on_connect` and is not kept: the upgrade request's headers share
@@ -123,11 +129,20 @@ impl Session {
                 close(&mut socket, code, &reason).await;
                 return;
             }
+            let metrics = Arc::clone(self.rooms.metrics());
+            metrics.connections_opened.inc();
+            metrics.connections.inc();
             let end = self.pump(&mut socket).await;
             self.connection.mark_closed();
             let error = match end {
-                End::Closed => None,
-                End::Failed(error) => Some(error),
+                End::Closed(code) => {
+                    metrics.closed(code);
+                    None
+                }
+                End::Failed(error, code) => {
+                    metrics.closed(code);
+                    Some(error)
+                }
             };
             let closed = Event::Closed {
                 connection: self.connection,
@@ -158,6 +173,7 @@ impl Session {
         let abort = pin!(conn.aborted());
         let mut aborted = WakeOnce::new(abort, || conn.is_aborted());
         let (farewell_code, farewell) = farewell(rooms);
+        let metrics = rooms.metrics();
         let mut reader = Reader::new();
         // The inbound message on its way to the room's mailbox, if any.
         let mut delivery = pin!(None::<Event>.map(|event| rooms.send(room, event)));
@@ -166,27 +182,28 @@ impl Session {
                 biased;
                 () = &mut stopping => {
                     close(socket, farewell_code, farewell).await;
-                    break End::Closed;
+                    break End::Closed(farewell_code);
                 }
                 () = &mut aborted => {
-                    abandon(socket).await;
-                    break End::Closed;
+                    abandon(socket, rooms).await;
+                    break End::Closed(close_code::POLICY_VIOLATION);
                 }
                 outbound = outlet.frames.recv() => {
-                    let Some(outbound) = outbound else { break End::Closed };
+                    let Some(outbound) = outbound else { break End::Closed(ABNORMAL) };
                     let written = write(
                         socket,
                         connection,
                         outlet,
-                        &mut stopping,
-                        &mut aborted,
+                        (&mut stopping, &mut aborted),
                         outbound,
+                        rooms,
                         (farewell_code, farewell),
                     );
                     match written.await {
                         Ok(Some(close_frame)) => {
+                            let code = close_frame.code;
                             finish_close(socket, close_frame).await;
-                            break End::Closed;
+                            break End::Closed(code);
                         }
                         Ok(None) => {}
                         Err(end) => break end,
@@ -203,15 +220,17 @@ impl Session {
                         Some(Ok(Frame::Text(text))) => Message::Text(text),
                         Some(Ok(Frame::Binary(bytes))) => Message::Binary(bytes),
                         Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
-                        Some(Ok(Frame::Close(_))) => {
+                        Some(Ok(Frame::Close(frame))) => {
                             // Send the close reply tungstenite queued, before the socket
                             // is dropped: the peer's closing handshake completes.
                             let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-                            break End::Closed;
+                            break End::Closed(frame.map_or(NO_STATUS, |frame| frame.code));
                         }
-                        None => break End::Closed,
+                        None => break End::Closed(ABNORMAL),
                         Some(Err(error)) => break read_failed(socket, error).await,
                     };
+                    metrics.messages_in.inc();
+                    metrics.bytes_in.inc_by(message.len() as u64);
                     let event = Event::Message { connection: connection.clone(), message };
                     delivery.set(Some(rooms.send(room, event)));
                 }
@@ -228,22 +247,29 @@ impl Session {
 /// Writes `first` and whatever else is queued, then flushes once. Returns the close frame
 /// if the room asked to close. Gives up when the peer is aborted or the server stops, so a
 /// peer that stopped reading cannot hold the task forever.
+///
+/// The party's counters move once per batch: each frame written is a message sent.
 async fn write(
     socket: &mut WebSocket,
     connection: &Connection,
     outlet: &mut Outlet,
-    stopping: &mut (impl Future<Output = ()> + Unpin),
-    aborted: &mut (impl Future<Output = ()> + Unpin),
+    (stopping, aborted): (
+        &mut (impl Future<Output = ()> + Unpin),
+        &mut (impl Future<Output = ()> + Unpin),
+    ),
     first: Outbound,
+    rooms: &LiveRooms,
     (farewell_code, farewell): (u16, &str),
 ) -> Result<Option<CloseFrame>, End> {
+    let (mut frames, mut bytes) = (0_u64, 0_u64);
     let batch = async {
         let mut next = Some(first);
-        let mut written = 0;
         while let Some(outbound) = next.take() {
             match outbound {
                 Outbound::Frame(frame) => {
                     connection.dequeued(&frame);
+                    frames += 1;
+                    bytes += payload_len(&frame) as u64;
                     socket.feed(frame).await?;
                 }
                 Outbound::Close(close_frame) => {
@@ -251,25 +277,42 @@ async fn write(
                     return Ok(Some(close_frame));
                 }
             }
-            written += 1;
-            if written < MAX_BATCH {
+            if frames < MAX_BATCH as u64 {
                 next = outlet.frames.try_recv();
             }
         }
         socket.flush().await?;
         Ok::<_, axum::Error>(None)
     };
-    let interrupted = tokio::select! {
-        result = batch => return result.map_err(|error| End::Failed(Error::new(error))),
-        () = aborted => Interrupted::Aborted,
-        () = stopping => Interrupted::Stopping,
+    let outcome = tokio::select! {
+        result = batch => Ok(result),
+        () = aborted => Err(Interrupted::Aborted),
+        () = stopping => Err(Interrupted::Stopping),
     };
+    let metrics = rooms.metrics();
+    metrics.messages_out.inc_by(frames);
+    metrics.bytes_out.inc_by(bytes);
     // The batch borrowed the socket; it is dropped now.
-    match interrupted {
-        Interrupted::Aborted => abandon(socket).await,
-        Interrupted::Stopping => close(socket, farewell_code, farewell).await,
+    match outcome {
+        Ok(result) => result.map_err(|error| End::Failed(Error::new(error), ABNORMAL)),
+        Err(Interrupted::Aborted) => {
+            abandon(socket, rooms).await;
+            Err(End::Closed(close_code::POLICY_VIOLATION))
+        }
+        Err(Interrupted::Stopping) => {
+            close(socket, farewell_code, farewell).await;
+            Err(End::Closed(farewell_code))
+        }
     }
-    Err(End::Closed)
+}
+
+/// A data frame's payload length.
+fn payload_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Text(text) => text.len(),
+        Frame::Binary(bytes) => bytes.len(),
+        _ => 0,
+    }
 }
 
 /// How sockets close when the server shuts down: 1001 Going Away, or in cluster mode 1012
@@ -395,7 +438,7 @@ async fn read_failed(socket: &mut WebSocket, error: axum::Error) -> End {
     let (code, reason) = match cause {
         Some(tungstenite::Error::Capacity(_)) => {
             close(socket, close_code::MESSAGE_TOO_BIG, "Message is too large").await;
-            return End::Closed;
+            return End::Closed(close_code::MESSAGE_TOO_BIG);
         }
         Some(tungstenite::Error::Utf8(_)) => (
             close_code::INVALID_PAYLOAD,
@@ -403,24 +446,27 @@ async fn read_failed(socket: &mut WebSocket, error: axum::Error) -> End {
         ),
         // The peer went away without a close frame: there is no one to tell.
         Some(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) | None => {
-            return End::Failed(Error::new(error));
+            return End::Failed(Error::new(error), ABNORMAL);
         }
         Some(tungstenite::Error::Protocol(violation)) => (
             close_code::PROTOCOL_ERROR,
             format!("Protocol error: {violation}"),
         ),
-        Some(_) => return End::Failed(Error::new(error)),
+        Some(_) => return End::Failed(Error::new(error), ABNORMAL),
     };
     // tungstenite stops reading after a protocol error, but can still write: the close
     // frame goes out, and the peer's answer is not awaited (its frames cannot be parsed).
     close(socket, code, &reason).await;
-    End::Failed(Error::new(error))
+    End::Failed(Error::new(error), code)
 }
 
 /// Closes a peer that fell too far behind: it is not reading, so the close frame gets one
 /// short chance to go out and the peer's answer is not awaited; the room hears of the
 /// close at once.
-async fn abandon(socket: &mut WebSocket) {
+async fn abandon(socket: &mut WebSocket, rooms: &LiveRooms) {
+    rooms
+        .server_metrics()
+        .refused(crate::metrics::Refusal::SlowConsumer);
     let frame = CloseFrame {
         code: close_code::POLICY_VIOLATION,
         reason: "outbound queue limit exceeded".into(),

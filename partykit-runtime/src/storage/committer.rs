@@ -13,6 +13,7 @@ use super::backend::{Backend, Mutation, RoomCommit, RoomKey};
 use crate::Connection;
 use crate::cluster::Tenure;
 use crate::gate::Gate;
+use crate::metrics::StorageMetrics;
 use crate::tasks::Tasks;
 
 /// What one or more events wrote, numbered by the gate.
@@ -20,6 +21,8 @@ pub(crate) struct Batch {
     pub(crate) seq: u64,
     pub(crate) epoch: u64,
     pub(crate) mutations: Vec<Mutation>,
+    /// When the room handed it over: output that waited for it was held from then on.
+    pub(crate) submitted: std::time::Instant,
 }
 
 /// What the committer shares with the room's storage.
@@ -34,6 +37,7 @@ pub(crate) struct Shared {
     /// In cluster mode, the room's lease: its epoch fences every commit, and a fenced
     /// commit cancels its `lost` token.
     pub(crate) lease: Option<Tenure>,
+    pub(crate) metrics: Arc<StorageMetrics>,
 }
 
 /// What a request whose answer waited for a commit that was dropped (written on top of
@@ -99,6 +103,7 @@ pub(crate) fn spawn(
         while let Some(first) = batches.recv().await {
             let mut seq = first.seq;
             let mut epoch = first.epoch;
+            let submitted = first.submitted;
             let mut mutations = first.mutations;
             // Group commit within the room: everything queued meanwhile goes in too.
             while let Ok(next) = batches.try_recv() {
@@ -119,13 +124,28 @@ pub(crate) fn spawn(
             }
             let mut commit = RoomCommit::new(room.clone(), mutations);
             commit.lease = shared.lease.as_ref().map(|lease| lease.epoch);
-            match backend.commit(commit.clone()).await {
+            let metrics = &shared.metrics;
+            #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
+            metrics
+                .commit_mutations
+                .observe(commit.mutations.len() as f64);
+            let started = std::time::Instant::now();
+            let committed = backend.commit(commit.clone()).await;
+            metrics
+                .commit_duration
+                .observe(started.elapsed().as_secs_f64());
+            if committed.is_err() {
+                metrics.commit_failures.inc();
+            }
+            match committed {
                 Ok(()) => {
                     // The alarm clock learns of a new alarm before the output that
                     // followed it leaves: a client (a test) that heard back can count
                     // on the alarm being scheduled.
                     on_durable(&room, &commit.mutations);
-                    shared.gate.release_through(seq);
+                    if shared.gate.release_through(seq) > 0 {
+                        metrics.gate_hold.observe(submitted.elapsed().as_secs_f64());
+                    }
                 }
                 Err(error) if error.is_fenced() => {
                     // Another node holds the room now: nothing this room holds may be

@@ -84,6 +84,7 @@ pub(crate) use committer::moved as moved_response;
 use committer::{Batch, Shared};
 
 use crate::gate::Gate;
+use crate::metrics::StorageMetrics;
 use crate::tasks::Tasks;
 use crate::{Connection, Error};
 
@@ -139,6 +140,7 @@ impl Storage {
         on_durable: OnDurable,
         tasks: Tasks,
         lease: Option<crate::cluster::Tenure>,
+        metrics: Arc<StorageMetrics>,
     ) -> Self {
         let (finished, finished_rx) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -147,6 +149,7 @@ impl Storage {
             failed: Default::default(),
             finished,
             lease,
+            metrics,
         });
         Self {
             inner: Arc::new(Inner {
@@ -395,6 +398,7 @@ impl Storage {
             seq,
             epoch: self.inner.shared.epoch.load(Ordering::Acquire),
             mutations,
+            submitted: std::time::Instant::now(),
         };
         let sent = match self.committer() {
             Some(committer) => committer.send(batch).await.map_err(|error| error.0.seq),
@@ -493,6 +497,19 @@ impl Storage {
             .as_ref()
             .is_some_and(|cache| !cache.pending.is_empty());
         !pending && *self.inner.finished.borrow() >= self.inner.shared.gate.last_submitted()
+    }
+
+    /// Reads the key space and the alarm (ms since the Unix epoch) for the inspection
+    /// API: as the room sees them now when they are in memory (writes not yet durable
+    /// included), else as stored. Nothing is loaded into the room.
+    pub(crate) async fn inspect<R>(
+        &self,
+        read: impl FnOnce(&BTreeMap<String, Bytes>, Option<i64>) -> R,
+    ) -> Result<R, BackendError> {
+        if let Some(cache) = self.lock().as_ref() {
+            return Ok(read(&cache.entries, cache.alarm));
+        }
+        inspect_stored(&*self.inner.backend, &self.inner.room, read).await
     }
 
     /// The alarm's time in ms since the Unix epoch.
@@ -626,6 +643,17 @@ impl std::ops::DerefMut for CacheGuard<'_> {
             .as_mut()
             .unwrap_or_else(|| unreachable!("cache is loaded"))
     }
+}
+
+/// Reads a room's stored key space and alarm, for the inspection API.
+pub(crate) async fn inspect_stored<R>(
+    backend: &dyn Backend,
+    room: &RoomKey,
+    read: impl FnOnce(&BTreeMap<String, Bytes>, Option<i64>) -> R,
+) -> Result<R, BackendError> {
+    let snapshot = backend.load(room).await?;
+    let entries: BTreeMap<String, Bytes> = snapshot.entries.into_iter().collect();
+    Ok(read(&entries, snapshot.alarm))
 }
 
 pub(crate) fn apply(entries: &mut BTreeMap<String, Bytes>, mutation: &Mutation) {

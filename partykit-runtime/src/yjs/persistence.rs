@@ -222,6 +222,11 @@ mod tests {
             Arc::new(|_, _| {}),
             crate::tasks::Tasks::new(),
             None,
+            Arc::clone(
+                &crate::metrics::Metrics::new(&["main"])
+                    .party("main")
+                    .storage,
+            ),
         )
     }
 
