@@ -52,6 +52,12 @@ pub struct Limits {
     /// How long shutdown waits for sockets to close, rooms to run `on_close` and storage
     /// to flush. Default 5 s.
     pub shutdown_grace: Duration,
+    /// How long the server goes on serving after the shutdown signal, with
+    /// `GET /__partykit/health` answering 503, before it stops accepting and closes its
+    /// sockets: time for a load balancer's health checks to take the node out of
+    /// rotation, so that no new client is sent to it while it closes. Set it to a few of
+    /// the load balancer's check intervals. Default 0 (stop at once).
+    pub drain_delay: Duration,
     /// How long a client may take to send a request's head (request line and headers),
     /// counted from the moment the connection is accepted, or from the first byte of the
     /// next request on a kept-alive connection; a slower client is disconnected, so
@@ -115,6 +121,7 @@ impl Default for Limits {
             alarm_retry_base: Duration::from_secs(2),
             alarm_max_retries: 6,
             shutdown_grace: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(30),
             max_request_head: 32 * 1024,

@@ -808,6 +808,15 @@ async fn a_database_outage_fails_cleanly_and_service_resumes_by_itself() {
         .expect("a new room answers, and does not hang");
     assert_eq!(new_room.status, 503, "{}", new_room.text());
     assert!(!new_room.text().is_empty(), "the 503 says why");
+    // Load balancers hear it from every node's health check.
+    for i in 0..cluster.len() {
+        let health = poll("the health check to fail", RECOVERY, &mut || async {
+            let health = cluster.http(i, "GET", "/__partykit/health").await.ok()?;
+            (health.status == 503).then_some(health)
+        })
+        .await;
+        assert_eq!(health.text(), "the cluster database is unreachable");
+    }
     // Down for a whole TTL more, so that every lease has expired in the database too:
     // the nodes must take their rooms again, not just carry on.
     tokio::time::sleep(LEASE_TTL).await;
@@ -852,12 +861,152 @@ async fn a_database_outage_fails_cleanly_and_service_resumes_by_itself() {
     .await;
     assert_eq!(fresh, 1, "the refused room had not started");
     for i in 0..cluster.len() {
+        poll("the health check to pass again", RECOVERY, &mut || async {
+            let health = cluster.http(i, "GET", "/__partykit/health").await.ok()?;
+            (health.status == 200 && health.text() == "ok").then_some(())
+        })
+        .await;
+    }
+    for i in 0..cluster.len() {
         let down = cluster.logged(i, "the cluster database is unreachable");
         let up = cluster.logged(i, "the cluster database is reachable again");
         assert!(
             !down.is_empty() && !up.is_empty(),
             "node {i} logged both transitions: {down:?} {up:?}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The inspection API across nodes
+
+const ADMIN_TOKEN: &str = "cluster-admin-token";
+
+async fn inspect(cluster: &TestCluster, i: usize, method: &str, path: &str) -> serde_json::Value {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let body: &[u8] = if method == "POST" {
+        br#"{"code": 4001, "reason": "closed by the operator"}"#
+    } else {
+        b""
+    };
+    let response = try_http(
+        cluster.addr(i),
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{method} {path} on node {i}: {error}"));
+    assert_eq!(
+        response.status,
+        200,
+        "{method} {path} on node {i}: {}",
+        response.text()
+    );
+    response.json()
+}
+
+#[tokio::test]
+async fn the_inspection_api_lists_every_nodes_rooms_and_reaches_each_rooms_owner() {
+    let Some(database) = TestPostgres::database().await else {
+        return;
+    };
+    let cluster =
+        TestCluster::start_with(NODE, &database, 3, &[("PARTYKIT_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    // A room owned by node 0, one by node 1; node 2 owns nothing.
+    let mut on_zero = connect(
+        &cluster,
+        0,
+        &format!("{}?_pk=zero", count_path("inspected-a")),
+    )
+    .await;
+    assert_eq!(on_zero.recv_text().await, "0");
+    let mut on_one = connect(&cluster, 1, &count_path("inspected-b")).await;
+    assert_eq!(on_one.recv_text().await, "0");
+    assert_eq!(cluster.owner_of("main", "inspected-a").await, Some(0));
+    assert_eq!(cluster.owner_of("main", "inspected-b").await, Some(1));
+
+    let listed = inspect(&cluster, 2, "GET", "/__partykit/rooms?prefix=inspected-").await;
+    let rooms: Vec<(String, u64, String)> = listed["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .map(|room| {
+            (
+                room["id"].as_str().expect("id").to_owned(),
+                room["connections"].as_u64().expect("connections"),
+                room["node"].as_str().expect("node").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rooms,
+        [
+            (
+                "inspected-a".to_owned(),
+                1,
+                cluster.internal_addr(0).to_string()
+            ),
+            (
+                "inspected-b".to_owned(),
+                1,
+                cluster.internal_addr(1).to_string()
+            ),
+        ],
+        "node 2 lists both nodes' rooms, with their owners: {listed}"
+    );
+    assert!(listed["next_cursor"].is_null());
+
+    // One room a page, across nodes.
+    let first = inspect(
+        &cluster,
+        2,
+        "GET",
+        "/__partykit/rooms?prefix=inspected-&limit=1",
+    )
+    .await;
+    assert_eq!(first["rooms"][0]["id"], "inspected-a");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = inspect(
+        &cluster,
+        2,
+        "GET",
+        &format!("/__partykit/rooms?prefix=inspected-&limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(second["rooms"][0]["id"], "inspected-b");
+    assert!(second["next_cursor"].is_null(), "{second}");
+
+    // A room's detail comes from its owner, and so does an action.
+    let detail = inspect(&cluster, 2, "GET", "/__partykit/rooms/main/inspected-a").await;
+    assert_eq!(detail["live"], true, "{detail}");
+    assert_eq!(detail["node"], cluster.internal_addr(0).to_string());
+    assert_eq!(detail["connections"][0]["id"], "zero", "{detail}");
+    inspect(
+        &cluster,
+        2,
+        "POST",
+        "/__partykit/rooms/main/inspected-a/connections/zero/close",
+    )
+    .await;
+    assert_eq!(
+        on_zero.closed().await,
+        (4001, "closed by the operator".to_owned()),
+        "the owner closed its socket"
+    );
+    for i in 0..cluster.len() {
+        let health = cluster
+            .http(i, "GET", "/__partykit/health")
+            .await
+            .expect("health");
+        assert_eq!((health.status, health.text()), (200, "ok".to_owned()));
     }
 }
 

@@ -2,7 +2,7 @@
 //! against one server process, printing the server's resident memory and open file
 //! descriptors over time and, at the end, whether normal clients were served throughout.
 //! `soak --help` lists the options; the "Limits and hostile clients" section of
-//! `docs/OPERATING.md` describes what it measures and holds the latest figures.
+//! `docs/OPERATIONS.md` describes what it measures and holds the latest figures.
 //!
 //! The server is this binary re-run as `soak serve …` (the `chat` example's party on
 //! `partykit_runtime::Server`, storage in a temporary directory), or any binary that

@@ -59,6 +59,9 @@ async fn handle(
     }
     let app = &internal.app;
     let path = request.uri().path().to_owned();
+    if crate::inspect::is_inspect_path(&path) {
+        return crate::inspect::handle_forwarded(app, request).await;
+    }
     let Some(dispatch::Target { party, room }) = dispatch::parse_target(&path) else {
         return (
             StatusCode::NOT_FOUND,

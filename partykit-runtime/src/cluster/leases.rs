@@ -195,6 +195,7 @@ impl Cluster {
                 lost: CancellationToken::new(),
             };
             self.hold(room.clone(), tenure.clone(), sent);
+            self.metrics().leases_acquired.inc();
             let alarm: Option<i64> = row.get(4);
             if alarm.is_some() {
                 // The room's own clock is this node's now.

@@ -24,6 +24,7 @@
 
 pub(crate) mod chain;
 mod config;
+mod directory;
 pub(crate) mod forward;
 pub(crate) mod internal;
 mod leases;
@@ -98,10 +99,16 @@ pub(crate) struct Cluster {
     /// The database answered the last statement that needed it (for the log line at
     /// each transition).
     reachable: AtomicBool,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Cluster {
-    pub(crate) fn new(config: &ClusterConfig, pool: Pool, alarms: AlarmClock) -> Self {
+    pub(crate) fn new(
+        config: &ClusterConfig,
+        pool: Pool,
+        alarms: AlarmClock,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let secret: Arc<str> = config.secret.as_str().into();
         Self {
             node_id: crate::connection::new_id().into(),
@@ -113,7 +120,13 @@ impl Cluster {
             leases: leases::Leases::default(),
             alarms,
             reachable: AtomicBool::new(true),
+            metrics,
         }
+    }
+
+    /// What this node counts of its cluster work.
+    pub(crate) fn metrics(&self) -> &crate::metrics::ClusterMetrics {
+        self.metrics.cluster()
     }
 
     /// `host:port` of this node's internal listener.

@@ -16,6 +16,7 @@
 //!
 //! [`Server::admin_token`]: crate::Server::admin_token
 
+mod cluster;
 mod rooms;
 
 use std::sync::Arc;
@@ -40,6 +41,29 @@ const OPENAPI: &str = include_str!("openapi.json");
 pub(crate) fn is_inspect_path(path: &str) -> bool {
     path.strip_prefix(PREFIX)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Which rooms a request is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Every node's: in cluster mode, lists ask every node, and a room's requests go to
+    /// the node that holds it.
+    Cluster,
+    /// This node's only: a request another node forwarded.
+    Node,
+}
+
+/// A request another node forwarded to this one's internal listener (which checked the
+/// cluster secret; the first node checked the admin token): answered from this node's
+/// rooms.
+pub(crate) async fn handle_forwarded(app: &Arc<App>, request: axum::extract::Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let rest = path.strip_prefix(PREFIX).unwrap_or_default().to_owned();
+    let request = match crate::server::dispatch::buffered(app, request).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
+    rooms::route(app, &rest, &request, Scope::Node).await
 }
 
 /// Answers a request under `/__partykit/`.
@@ -81,7 +105,7 @@ pub(crate) async fn handle(app: &Arc<App>, request: axum::extract::Request) -> R
         Ok(request) => request,
         Err(refusal) => return refusal,
     };
-    rooms::route(app, rest, &request).await
+    rooms::route(app, rest, &request, Scope::Cluster).await
 }
 
 /// `GET /__partykit/health`: for load balancers and supervisors.
@@ -89,7 +113,7 @@ fn health(app: &App, method: &Method) -> Response {
     if let Some(refusal) = only_get(method) {
         return refusal;
     }
-    let (status, body) = if app.tasks.stopping().is_cancelled() {
+    let (status, body) = if app.unhealthy.is_cancelled() || app.tasks.stopping().is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     } else if app
         .cluster

@@ -12,7 +12,7 @@ use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{error, json, not_allowed, query};
+use super::{Scope, cluster, error, json, not_allowed, query};
 use crate::room::{Admin, Event, Room};
 use crate::server::{App, PartyEntry};
 use crate::storage::RoomKey;
@@ -22,14 +22,30 @@ use crate::{Request, Response};
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-pub(super) async fn route(app: &Arc<App>, rest: &str, request: &Request) -> Response {
+pub(super) async fn route(app: &Arc<App>, rest: &str, request: &Request, scope: Scope) -> Response {
     let method = request.method();
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    if let (Some(cluster), Scope::Cluster) = (&app.cluster, scope) {
+        match segments.as_slice() {
+            ["rooms"] if method == Method::GET => {
+                return cluster::list(app, cluster, request).await;
+            }
+            ["rooms", party, room, ..] if app.parties.contains_key(party) => {
+                if let Some(answer) = cluster::to_holder(cluster, party, room, request).await {
+                    return answer;
+                }
+            }
+            _ => {}
+        }
+    }
     match segments.as_slice() {
         ["stats"] => get(method).unwrap_or_else(|| json(StatusCode::OK, &stats(app))),
         ["rooms"] => match get(method) {
             Some(refusal) => refusal,
-            None => list(app, request).await,
+            None => match list(app, request).await {
+                Ok(list) => json(StatusCode::OK, &list),
+                Err(refusal) => refusal,
+            },
         },
         ["rooms", party, room] => match get(method) {
             Some(refusal) => refusal,
@@ -129,7 +145,7 @@ fn stats(app: &App) -> Stats {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct RoomList {
     pub(crate) rooms: Vec<RoomSummary>,
     pub(crate) next_cursor: Option<String>,
@@ -152,33 +168,61 @@ pub(crate) struct StorageSize {
     bytes: usize,
 }
 
-/// `GET /__partykit/rooms`: the live rooms, sorted by party and id, a page at a time.
-async fn list(app: &App, request: &Request) -> Response {
-    let limit = match page_size(request, "limit") {
-        Ok(limit) => limit,
-        Err(refusal) => return refusal,
-    };
-    let party = query(request, "party");
-    if let Some(party) = party.as_deref()
-        && !app.parties.contains_key(party)
-    {
-        return no_party(party);
+/// What a list asks for.
+pub(crate) struct ListQuery {
+    pub(crate) limit: usize,
+    party: Option<String>,
+    prefix: String,
+    after: Option<(String, String)>,
+}
+
+impl ListQuery {
+    pub(crate) fn of(app: &App, request: &Request) -> Result<Self, Response> {
+        let limit = page_size(request, "limit")?;
+        let party = query(request, "party");
+        if let Some(party) = party.as_deref()
+            && !app.parties.contains_key(party)
+        {
+            return Err(no_party(party));
+        }
+        let prefix = query(request, "prefix").unwrap_or_default();
+        let after = match query(request, "cursor") {
+            None => None,
+            Some(cursor) => match cursor.split_once('/') {
+                Some((party, room)) if !party.is_empty() && !room.is_empty() => {
+                    Some((party.to_owned(), room.to_owned()))
+                }
+                _ => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "cursor is not one this API gave: pass next_cursor of the previous page",
+                    ));
+                }
+            },
+        };
+        Ok(Self {
+            limit,
+            party,
+            prefix,
+            after,
+        })
     }
-    let prefix = query(request, "prefix").unwrap_or_default();
-    let after = match query(request, "cursor") {
-        None => None,
-        Some(cursor) => match cursor.split_once('/') {
-            Some((party, room)) if !party.is_empty() && !room.is_empty() => {
-                Some((party.to_owned(), room.to_owned()))
-            }
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "cursor is not one this API gave: pass next_cursor of the previous page",
-                );
-            }
-        },
-    };
+}
+
+/// The cursor after `room`.
+pub(crate) fn cursor(party: &str, room: &str) -> String {
+    format!("{party}/{room}")
+}
+
+/// `GET /__partykit/rooms` on one node: its live rooms, sorted by party and id, a page
+/// at a time.
+pub(crate) async fn list(app: &App, request: &Request) -> Result<RoomList, Response> {
+    let ListQuery {
+        limit,
+        party,
+        prefix,
+        after,
+    } = ListQuery::of(app, request)?;
     let node = app
         .cluster
         .as_ref()
@@ -199,23 +243,16 @@ async fn list(app: &App, request: &Request) -> Response {
     let more = rooms.len() > limit;
     rooms.truncate(limit);
     let next_cursor = more
-        .then(|| {
-            rooms
-                .last()
-                .map(|room| format!("{}/{}", room.name(), room.id()))
-        })
+        .then(|| rooms.last().map(|room| cursor(room.name(), room.id())))
         .flatten();
     let mut summaries = Vec::with_capacity(rooms.len());
     for room in rooms {
         summaries.push(summary(&room, node.clone()).await);
     }
-    json(
-        StatusCode::OK,
-        &RoomList {
-            rooms: summaries,
-            next_cursor,
-        },
-    )
+    Ok(RoomList {
+        rooms: summaries,
+        next_cursor,
+    })
 }
 
 async fn summary(room: &Room, node: Option<String>) -> RoomSummary {

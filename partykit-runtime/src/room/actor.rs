@@ -158,6 +158,7 @@ impl<P: Party> RoomActor<P> {
             sockets = self.sockets,
             "the room moved to another node: closing its sockets with 1012"
         );
+        self.rooms.server_metrics().cluster().leases_lost.inc();
         self.rooms.evict(self.room.id(), self.generation);
         self.mailbox.close();
         self.party = None;

@@ -19,7 +19,7 @@ use crate::cluster::chain::Chain;
 use crate::cluster::forward::{self, Owner};
 use crate::cluster::relay;
 use crate::connection::close_code;
-use crate::metrics::Refusal;
+use crate::metrics::{Forwarded, Refusal};
 use crate::room::{Event, Refused};
 use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
@@ -135,7 +135,14 @@ async fn deliver_or_forward(entry: &PartyEntry, room: &str, request: Request) ->
     let routed = forward::route(&entry.rooms, room, |peer| {
         let request = request.clone();
         let chain = &chain;
-        async move { forwarder.request(&peer, request, chain).await }
+        async move {
+            let started = std::time::Instant::now();
+            let answer = forwarder.request(&peer, request, chain).await;
+            cluster
+                .metrics()
+                .forwarded(Forwarded::Request, started.elapsed());
+            answer
+        }
     })
     .await;
     match routed {
@@ -199,7 +206,14 @@ async fn connect_or_relay(
     let chain = Chain::empty();
     let routed = forward::route(&entry.rooms, room, |peer| {
         let (request, chain) = (&request, &chain);
-        async move { relay::open(&peer, request.uri(), request.headers(), secret, chain).await }
+        async move {
+            let started = std::time::Instant::now();
+            let opened = relay::open(&peer, request.uri(), request.headers(), secret, chain).await;
+            cluster
+                .metrics()
+                .forwarded(Forwarded::Socket, started.elapsed());
+            opened
+        }
     })
     .await;
     let upstream = match routed {

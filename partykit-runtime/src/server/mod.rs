@@ -509,6 +509,7 @@ impl Server {
         // stop accepting, and the last `App` dropped would cancel every phase at once
         // (its stop-on-drop guard), draining rooms whose sockets are still joining.
         let serving = Arc::clone(&app);
+        let unhealthy = app.unhealthy.clone();
         let server_metrics = Arc::clone(&app.metrics);
         let public = listener::accept(
             listener,
@@ -540,23 +541,25 @@ impl Server {
         let accepted = tokio::select! {
             result = accepting.as_mut() => result,
             () = shutdown => {
+                let drain = limits.drain_delay;
+                if !drain.is_zero() {
+                    tracing::info!("shutting down: health checks answer 503; serving on for {drain:?}");
+                    unhealthy.cancel();
+                    let early = tokio::select! {
+                        result = accepting.as_mut() => Some(result),
+                        () = tokio::time::sleep(drain) => None,
+                    };
+                    if let Some(result) = early {
+                        tasks.stopping().cancel();
+                        return finish(result, &tasks, grace, &serving, &backend).await;
+                    }
+                }
                 tracing::info!("shutting down: closing sockets");
                 tasks.stopping().cancel();
                 accepting.await
             }
         };
-        // A listener that failed still has connections to drain.
-        if !tasks.shut_down(Instant::now() + grace).await {
-            tracing::warn!("shutdown took longer than {grace:?}: what was left was stopped");
-        }
-        // Every room has stopped (or was stopped): hand the rooms off at once rather
-        // than after the lease TTL.
-        if let Some(cluster) = &serving.cluster {
-            cluster.leave().await;
-        }
-        drop(serving);
-        backend.close().await;
-        accepted.map_err(ServerError::Serve)
+        finish(accepted, &tasks, grace, &serving, &backend).await
     }
 
     /// Assembles the server: opens what it reads from disk, registers the parties and
@@ -584,17 +587,22 @@ impl Server {
         };
         let opened = open_resources(self.env_file, self.vars, self.assets, storage).await?;
         let (alarms, clock) = AlarmClock::new(self.clock.clone());
+        let names: Vec<&'static str> = self.parties.iter().map(|party| party.name()).collect();
+        let metrics = Arc::new(crate::metrics::Metrics::new(&names));
         let cluster = match (&self.cluster, cluster_pool) {
             (Some(config), Some(pool)) => {
-                let cluster = Arc::new(Cluster::new(config, pool, alarms.clone()));
+                let cluster = Arc::new(Cluster::new(
+                    config,
+                    pool,
+                    alarms.clone(),
+                    Arc::clone(&metrics),
+                ));
                 cluster.join().await.map_err(ServerError::Storage)?;
                 Some(cluster)
             }
             _ => None,
         };
         let directory = Arc::new(crate::parties::Directory::default());
-        let names: Vec<&'static str> = self.parties.iter().map(|party| party.name()).collect();
-        let metrics = Arc::new(crate::metrics::Metrics::new(&names));
         let services = Arc::new(Services {
             env: opened.env.clone(),
             limits: self.limits.clone(),
@@ -654,11 +662,34 @@ impl Server {
                 .or_else(|| std::env::var(ADMIN_TOKEN_VAR).ok())
                 .filter(|token| !token.is_empty()),
             metrics,
+            unhealthy: tokio_util::sync::CancellationToken::new(),
             cluster,
             _stop_on_drop: tasks.stop_on_drop(),
             tasks,
         })
     }
+}
+
+/// The phases after the listeners stopped: drains connections, rooms and commits, hands
+/// the cluster's rooms off, closes the storage backend.
+async fn finish(
+    accepted: std::io::Result<()>,
+    tasks: &Tasks,
+    grace: std::time::Duration,
+    serving: &Arc<App>,
+    backend: &Arc<dyn Backend>,
+) -> Result<(), ServerError> {
+    // A listener that failed still has connections to drain.
+    if !tasks.shut_down(Instant::now() + grace).await {
+        tracing::warn!("shutdown took longer than {grace:?}: what was left was stopped");
+    }
+    // Every room has stopped (or was stopped): hand the rooms off at once rather than
+    // after the lease TTL.
+    if let Some(cluster) = &serving.cluster {
+        cluster.leave().await;
+    }
+    backend.close().await;
+    accepted.map_err(ServerError::Serve)
 }
 
 /// What the server reads from disk, read off the async workers.
@@ -979,6 +1010,8 @@ pub(crate) struct App {
     pub(crate) backend: Arc<dyn Backend>,
     /// The inspection API's bearer token; `None` turns the API off.
     pub(crate) admin_token: Option<String>,
+    /// Cancelled when the shutdown signal came: health checks answer 503 from then on.
+    pub(crate) unhealthy: tokio_util::sync::CancellationToken,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// This node's place in the cluster, in cluster mode.
     pub(crate) cluster: Option<Arc<Cluster>>,
