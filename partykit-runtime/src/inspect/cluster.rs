@@ -7,8 +7,10 @@ use std::time::Instant;
 use http::StatusCode;
 use http_body_util::BodyExt;
 
-use super::error;
+use axum::response::IntoResponse;
+
 use super::rooms::{ListQuery, RoomList, cursor, list as local_list};
+use super::{Refusal, error};
 use crate::cluster::chain::Chain;
 use crate::cluster::{Cluster, Peer};
 use crate::metrics::Forwarded;
@@ -25,11 +27,11 @@ const MAX_LIST_ANSWER: usize = 4 * 1024 * 1024;
 pub(super) async fn list(app: &App, cluster: &Cluster, request: &Request) -> Response {
     let query = match ListQuery::of(app, request) {
         Ok(query) => query,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let mut merged = match local_list(app, request).await {
         Ok(list) => list,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let peers = match cluster.lease_holders().await {
         Ok(peers) => peers,
@@ -47,7 +49,7 @@ pub(super) async fn list(app: &App, cluster: &Cluster, request: &Request) -> Res
                 more |= page.next_cursor.is_some();
                 merged.rooms.extend(page.rooms);
             }
-            Err(answer) => return answer,
+            Err(refusal) => return refusal.into_response(),
         }
     }
     merged
@@ -67,7 +69,7 @@ pub(super) async fn list(app: &App, cluster: &Cluster, request: &Request) -> Res
 }
 
 /// One node's page of rooms.
-async fn ask(cluster: &Cluster, peer: &Peer, request: &Request) -> Result<RoomList, Response> {
+async fn ask(cluster: &Cluster, peer: &Peer, request: &Request) -> Result<RoomList, Refusal> {
     let answer = forward(cluster, peer, request.clone()).await;
     let status = answer.status();
     let body = http_body_util::Limited::new(answer.into_body(), MAX_LIST_ANSWER)
@@ -75,9 +77,9 @@ async fn ask(cluster: &Cluster, peer: &Peer, request: &Request) -> Result<RoomLi
         .await
         .map(|collected| collected.to_bytes());
     let unusable = |why: String| {
-        error(
+        Refusal::new(
             StatusCode::BAD_GATEWAY,
-            &format!(
+            format!(
                 "node {} ({}) did not list its rooms: {why}",
                 peer.node_id, peer.addr
             ),

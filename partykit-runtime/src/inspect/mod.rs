@@ -196,6 +196,28 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
     }
 }
 
+/// A refusal, answered as [`error`] does; small, for `Result`s.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, &self.message)
+    }
+}
+
 /// An error answer: `{"error": message}`.
 fn error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message });

@@ -12,7 +12,9 @@ use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{Scope, cluster, error, json, not_allowed, query};
+use axum::response::IntoResponse;
+
+use super::{Refusal, Scope, cluster, error, json, not_allowed, query};
 use crate::room::{Admin, Event, Room};
 use crate::server::{App, PartyEntry};
 use crate::storage::RoomKey;
@@ -44,7 +46,7 @@ pub(super) async fn route(app: &Arc<App>, rest: &str, request: &Request, scope: 
             Some(refusal) => refusal,
             None => match list(app, request).await {
                 Ok(list) => json(StatusCode::OK, &list),
-                Err(refusal) => refusal,
+                Err(refusal) => refusal.into_response(),
             },
         },
         ["rooms", party, room] => match get(method) {
@@ -96,9 +98,13 @@ where
 }
 
 fn no_party(party: &str) -> Response {
-    error(
+    no_such_party(party).into_response()
+}
+
+fn no_such_party(party: &str) -> Refusal {
+    Refusal::new(
         StatusCode::NOT_FOUND,
-        &format!("no party is named {party:?}"),
+        format!("no party is named {party:?}"),
     )
 }
 
@@ -177,13 +183,13 @@ pub(crate) struct ListQuery {
 }
 
 impl ListQuery {
-    pub(crate) fn of(app: &App, request: &Request) -> Result<Self, Response> {
+    pub(crate) fn of(app: &App, request: &Request) -> Result<Self, Refusal> {
         let limit = page_size(request, "limit")?;
         let party = query(request, "party");
         if let Some(party) = party.as_deref()
             && !app.parties.contains_key(party)
         {
-            return Err(no_party(party));
+            return Err(no_such_party(party));
         }
         let prefix = query(request, "prefix").unwrap_or_default();
         let after = match query(request, "cursor") {
@@ -193,7 +199,7 @@ impl ListQuery {
                     Some((party.to_owned(), room.to_owned()))
                 }
                 _ => {
-                    return Err(error(
+                    return Err(Refusal::new(
                         StatusCode::BAD_REQUEST,
                         "cursor is not one this API gave: pass next_cursor of the previous page",
                     ));
@@ -216,7 +222,7 @@ pub(crate) fn cursor(party: &str, room: &str) -> String {
 
 /// `GET /__partykit/rooms` on one node: its live rooms, sorted by party and id, a page
 /// at a time.
-pub(crate) async fn list(app: &App, request: &Request) -> Result<RoomList, Response> {
+pub(crate) async fn list(app: &App, request: &Request) -> Result<RoomList, Refusal> {
     let ListQuery {
         limit,
         party,
@@ -329,7 +335,7 @@ struct KeySize {
 async fn detail(entry: &PartyEntry, room_id: &str, request: &Request) -> Response {
     let limit = match page_size(request, "keys_limit") {
         Ok(limit) => limit,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let prefix = query(request, "key_prefix").unwrap_or_default();
     let after = query(request, "keys_after");
@@ -578,15 +584,15 @@ fn not_live(room_id: &str) -> Response {
 }
 
 /// A page size parameter: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
-fn page_size(request: &Request, name: &str) -> Result<usize, Response> {
+fn page_size(request: &Request, name: &str) -> Result<usize, Refusal> {
     let Some(given) = query(request, name) else {
         return Ok(DEFAULT_PAGE);
     };
     match given.parse::<usize>() {
         Ok(size) if (1..=MAX_PAGE).contains(&size) => Ok(size),
-        _ => Err(error(
+        _ => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            &format!("{name} must be a whole number from 1 to {MAX_PAGE}, not {given:?}"),
+            format!("{name} must be a whole number from 1 to {MAX_PAGE}, not {given:?}"),
         )),
     }
 }

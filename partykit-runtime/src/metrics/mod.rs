@@ -42,10 +42,14 @@ pub(crate) enum Handler {
     OnError,
     OnRequest,
     OnAlarm,
+    OnBeforeConnect,
+    OnBeforeRequest,
+    OnFetch,
+    OnCron,
 }
 
 impl Handler {
-    const ALL: [Handler; 8] = [
+    const ALL: [Handler; 12] = [
         Handler::OnStart,
         Handler::ConnectionTags,
         Handler::OnConnect,
@@ -54,6 +58,10 @@ impl Handler {
         Handler::OnError,
         Handler::OnRequest,
         Handler::OnAlarm,
+        Handler::OnBeforeConnect,
+        Handler::OnBeforeRequest,
+        Handler::OnFetch,
+        Handler::OnCron,
     ];
 
     fn name(self) -> &'static str {
@@ -66,6 +74,10 @@ impl Handler {
             Handler::OnError => "on_error",
             Handler::OnRequest => "on_request",
             Handler::OnAlarm => "on_alarm",
+            Handler::OnBeforeConnect => "on_before_connect",
+            Handler::OnBeforeRequest => "on_before_request",
+            Handler::OnFetch => "on_fetch",
+            Handler::OnCron => "on_cron",
         }
     }
 }
@@ -537,6 +549,22 @@ impl PartyMetrics {
         }
     }
 
+    /// Runs a static hook and counts it like a room's handler.
+    pub(crate) async fn time<T>(
+        &self,
+        handler: Handler,
+        run: impl Future<Output = Result<T, crate::Error>>,
+    ) -> Result<T, crate::Error> {
+        let started = std::time::Instant::now();
+        let result = run.await;
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.is_panic()),
+        };
+        self.handled(handler, started.elapsed(), outcome);
+        result
+    }
+
     /// A room's socket closed with `code`.
     pub(crate) fn closed(&self, code: u16) {
         self.connections.dec();
@@ -634,7 +662,7 @@ mod tests {
         let metrics = Metrics::new(&["main", "chat"]);
         let chat = metrics.party("chat");
         chat.messages_out.inc_by(3);
-        chat.connections.inc();
+        chat.connections.inc_by(3);
         chat.closed(1000);
         chat.closed(4321);
         chat.handled(Handler::OnMessage, Duration::from_millis(2), Err(false));
@@ -644,7 +672,7 @@ mod tests {
         for line in [
             "partykit_messages_sent_total{party=\"chat\"} 3",
             "partykit_messages_sent_total{party=\"main\"} 0",
-            "partykit_connections{party=\"chat\"} 0",
+            "partykit_connections{party=\"chat\"} 1",
             "partykit_connections_closed_total{party=\"chat\",code=\"1000\"} 1",
             "partykit_connections_closed_total{party=\"chat\",code=\"4xxx\"} 1",
             "partykit_handler_errors_total{party=\"chat\",handler=\"on_message\"} 1",

@@ -19,7 +19,7 @@ use crate::cluster::chain::Chain;
 use crate::cluster::forward::{self, Owner};
 use crate::cluster::relay;
 use crate::connection::close_code;
-use crate::metrics::{Forwarded, Refusal};
+use crate::metrics::{Forwarded, Handler, Refusal};
 use crate::room::{Event, Refused};
 use crate::{
     Before, Connection, ConnectionContext, Cron, CronLobby, Error, FetchLobby, FetchSocket, Lobby,
@@ -102,7 +102,9 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
             Ok(split) => split,
             Err(rejection) => return rejection,
         };
-        match entry.party.before_connect(request, &lobby).await {
+        let metrics = entry.rooms.metrics();
+        let hook = entry.party.before_connect(request, &lobby);
+        match metrics.time(Handler::OnBeforeConnect, hook).await {
             Err(error) => unauthorized(&error, "on_before_connect"),
             Ok(Before::Respond(response)) => response,
             Ok(Before::Forward(request)) => {
@@ -114,7 +116,9 @@ async fn to_party(app: &App, party: &str, room: &str, request: axum::extract::Re
             Ok(request) => request,
             Err(response) => return response,
         };
-        match entry.party.before_request(request, &lobby).await {
+        let metrics = entry.rooms.metrics();
+        let hook = entry.party.before_request(request, &lobby);
+        match metrics.time(Handler::OnBeforeRequest, hook).await {
             Err(error) => unauthorized(&error, "on_before_request"),
             Ok(Before::Respond(response)) => response,
             Ok(Before::Forward(_)) if !entry.party.handlers().on_request => {
@@ -335,7 +339,8 @@ async fn outside_parties(app: &App, request: axum::extract::Request) -> Response
     if let Some(main) = main
         && handlers.on_fetch
     {
-        match main.party.fetch(request, &lobby).await {
+        let hook = main.party.fetch(request, &lobby);
+        match main.rooms.metrics().time(Handler::OnFetch, hook).await {
             Ok(Some(response)) => return response,
             Ok(None) => {}
             Err(error) => return error.response("on_fetch failed"),
@@ -388,7 +393,8 @@ async fn scheduled(app: &App, main: &PartyEntry, token: &str, request: &Request)
         env: app.env.clone(),
         parties: app.parties(),
     };
-    match main.party.cron(cron, &lobby).await {
+    let hook = main.party.cron(cron, &lobby);
+    match main.rooms.metrics().time(Handler::OnCron, hook).await {
         Ok(()) => (StatusCode::OK, format!("ran cron {name}: {expression}")).into_response(),
         Err(error) => error.response("on_cron failed"),
     }

@@ -774,9 +774,9 @@ fn spawn_crons(
 ) {
     let main = parties
         .get("main")
-        .map(|entry| Arc::clone(&entry.party))
-        .filter(|main| main.handlers().on_cron);
-    let Some(main) = main else {
+        .filter(|main| main.party.handlers().on_cron)
+        .map(|entry| (Arc::clone(&entry.party), Arc::clone(entry.rooms.metrics())));
+    let Some((main, metrics)) = main else {
         if !crons.is_empty() {
             tracing::warn!(
                 "cron schedules are declared but the main party has no on_cron: they will not run"
@@ -798,7 +798,7 @@ fn spawn_crons(
     tasks.spawn(async move {
         let schedule = crons.run(|name, cron, scheduled_time| {
             let (main, lobby) = (Arc::clone(&main), lobby.clone());
-            let cluster = cluster.clone();
+            let (cluster, metrics) = (cluster.clone(), Arc::clone(&metrics));
             runs.spawn(async move {
                 // In a cluster, one node runs each tick: the one whose claim lands.
                 if let Some(cluster) = cluster
@@ -811,7 +811,8 @@ fn spawn_crons(
                     cron,
                     scheduled_time,
                 };
-                if let Err(error) = main.cron(cron, &lobby).await {
+                let hook = main.cron(cron, &lobby);
+                if let Err(error) = metrics.time(crate::metrics::Handler::OnCron, hook).await {
                     tracing::warn!(%error, "on_cron failed");
                 }
             });
