@@ -305,7 +305,7 @@ fn is_base64(text: &str) -> bool {
         .strip_suffix(b"==")
         .or_else(|| bytes.strip_suffix(b"="))
         .unwrap_or(bytes);
-    bytes.len() % 4 == 0
+    bytes.len().is_multiple_of(4)
         && body
             .iter()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/'))

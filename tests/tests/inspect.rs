@@ -1260,7 +1260,10 @@ async fn deleting_the_alarm_stops_it_from_firing() {
 // ---------------------------------------------------------------------------------------
 // Schemathesis
 
-/// Checks that apply to this API (see docs/OPERATING.md's inspection API section).
+/// The checks that apply: no 5xx; statuses, content types, headers and bodies as the
+/// document declares them; invalid input refused; 401 without the token; 405 (with
+/// `allow`) for other methods. Not `positive_data_acceptance`: a reason of 123
+/// characters fits the schema's `maxLength` but not the 123-byte limit.
 const SCHEMATHESIS_CHECKS: &str = "not_a_server_error,status_code_conformance,\
 content_type_conformance,response_schema_conformance,response_headers_conformance,\
 negative_data_rejection,ignored_auth,unsupported_method";
