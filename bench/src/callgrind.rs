@@ -10,12 +10,18 @@
 //! the server is stopped and the instructions it executed since the zeroing (every
 //! thread, kernel excluded) are read from callgrind's output and divided by the number
 //! of deliveries.
+//!
+//! With `PARTYKIT_METRICS_ADDR` set, partykit's server (which inherits the environment)
+//! serves its metrics there, and the run scrapes them once, halfway through the counted
+//! messages: the count then includes a scrape, as for a server that Prometheus watches.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use partykit_runtime::METRICS_ADDR_VAR;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::load::{self, Socket};
@@ -99,7 +105,12 @@ pub fn measure(exe: &Path, kind: ServerKind, shape: Shape) -> Result<Count, Stri
         // trip per room, uncounted.
         lock_step(&mut sockets, shape, 1).await?;
         zero(pid)?;
-        lock_step(&mut sockets, shape, shape.messages).await?;
+        let half = shape.messages / 2;
+        lock_step(&mut sockets, shape, half).await?;
+        if let Some(metrics) = metrics_addr(kind)? {
+            scrape(metrics).await?;
+        }
+        lock_step(&mut sockets, shape, shape.messages - half).await?;
         Ok::<_, String>(sockets)
     });
     // Stop the server while the clients are connected: it exits at once, writing the
@@ -153,6 +164,32 @@ async fn receive(socket: &mut Socket) -> Result<(), String> {
             None => return Err("the socket ended".to_owned()),
         }
     }
+}
+
+/// Where partykit's server serves its metrics: `PARTYKIT_METRICS_ADDR`, if set. The
+/// reference server has none.
+fn metrics_addr(kind: ServerKind) -> Result<Option<SocketAddr>, String> {
+    let Some(addr) = std::env::var_os(METRICS_ADDR_VAR).filter(|_| kind == ServerKind::Partykit)
+    else {
+        return Ok(None);
+    };
+    let addr = addr.to_string_lossy();
+    addr.parse()
+        .map(Some)
+        .map_err(|_| format!("{METRICS_ADDR_VAR}={addr:?} is not an IP address and port"))
+}
+
+/// `GET /metrics`, which must answer 200.
+async fn scrape(addr: SocketAddr) -> Result<(), String> {
+    let (status, body) = load::HttpClient::connect(addr)
+        .await?
+        .get("/metrics")
+        .await?;
+    if status != 200 {
+        return Err(format!("GET http://{addr}/metrics answered {status}"));
+    }
+    eprintln!("  scraped http://{addr}/metrics: {} bytes", body.len());
+    Ok(())
 }
 
 fn zero(pid: u32) -> Result<(), String> {

@@ -27,7 +27,9 @@ options:
   bench list                          the scenarios
   bench callgrind [fanout|rooms ...]  user-space instructions per delivery under
                                       valgrind --tool=callgrind, both servers (counts:
-                                      stable on a busy machine; a few minutes)
+                                      stable on a busy machine; a few minutes);
+                                      with PARTYKIT_METRICS_ADDR set, partykit
+                                      serves its metrics there and is scraped once
   bench serve <partykit|reference>    (internal) serve one server on 127.0.0.1:0";
 
 struct Args {

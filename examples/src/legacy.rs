@@ -45,15 +45,12 @@ impl Legacy {
         let _ = connection.send("Hello, world!");
     }
 
-    fn on_message(message: Message, sender: &Connection, room: &Room) {
+    fn on_message(message: Message, _sender: &Connection, _room: &Room) {
+        // The line carries the party, the room's id and the sender's id: the room runs
+        // the sender's events in its `room` and `connection` spans.
         match message.as_text() {
-            Some(text) => tracing::info!(room = room.id(), sender = sender.id(), "{text}"),
-            None => tracing::info!(
-                room = room.id(),
-                sender = sender.id(),
-                "{} bytes",
-                message.len()
-            ),
+            Some(text) => tracing::info!("{text}"),
+            None => tracing::info!("{} bytes", message.len()),
         }
     }
 

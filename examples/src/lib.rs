@@ -1,5 +1,7 @@
 //! Runnable partykit-rs examples. Each module is one party; each binary in `src/bin/`
-//! serves it on `127.0.0.1:1999` (`PARTYKIT_HOST`/`PARTYKIT_PORT` override).
+//! serves it on `127.0.0.1:1999` (`PARTYKIT_HOST`/`PARTYKIT_PORT` override) with
+//! `Server::run`, which logs to stdout (`PARTYKIT_LOG` filters, `PARTYKIT_LOG_FORMAT=json`
+//! for JSON lines: see `partykit_runtime::logging`).
 //!
 //! | example | run | shows |
 //! |---|---|---|
@@ -23,10 +25,3 @@ pub mod legacy;
 pub mod multi_party;
 pub mod reminders;
 pub mod yjs;
-
-/// Logs to stderr; `RUST_LOG` filters (default: `info`).
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-}

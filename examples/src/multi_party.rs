@@ -83,7 +83,8 @@ impl Chat {
     /// without the lobby.
     async fn report(&self) {
         if let Err(error) = self.try_report().await {
-            tracing::warn!(room = self.room.id(), %error, "cannot report to the lobby");
+            // The room's span names the room.
+            tracing::warn!(%error, "cannot report to the lobby");
         }
     }
 

@@ -132,6 +132,9 @@ struct Inner {
     state_limit: OnceLock<usize>,
     /// Wakes the socket's task to drop the socket now (its peer is too slow).
     abort: Notify,
+    /// The connection's log span, a child of its room's: made once, when the room takes
+    /// the connection, and entered for each of its events.
+    span: OnceLock<tracing::Span>,
 }
 
 pub(crate) struct Outlet {
@@ -156,6 +159,7 @@ impl Connection {
                 gate: OnceLock::new(),
                 state_limit: OnceLock::new(),
                 abort: Notify::new(),
+                span: OnceLock::new(),
             }),
         };
         (connection, Outlet { frames })
@@ -351,6 +355,27 @@ impl Connection {
 
     pub(crate) fn mark_closed(&self) {
         self.inner.closing.store(true, Ordering::Release);
+    }
+
+    /// The connection's span (field `id`) under `room`'s, made on the first call: the
+    /// room runs the connection's events in it, and its socket's task enters it where
+    /// it logs. One span for the connection's life, not one per event: making a span
+    /// costs an allocation and its fields' formatting, entering one does not.
+    pub(crate) fn span_in(&self, room: &tracing::Span) -> tracing::Span {
+        self.inner
+            .span
+            .get_or_init(|| tracing::error_span!(parent: room, "connection", id = self.id()))
+            .clone()
+    }
+
+    /// The span of [`span_in`](Self::span_in), or none before the room took the
+    /// connection.
+    pub(crate) fn span(&self) -> tracing::Span {
+        self.inner
+            .span
+            .get()
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
     }
 
     pub(crate) fn set_tags(&self, tags: Box<[String]>) {

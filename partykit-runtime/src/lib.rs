@@ -107,6 +107,9 @@
 //! - `testing` (cargo feature `testing`): test your parties in-process, with sockets,
 //!   HTTP, alarms fired on demand and a view of storage; the guide is
 //!   `guide::testing` (docs/TESTING.md).
+//! - [`logging`]: text or JSON lines on stdout, filtered by `PARTYKIT_LOG`, each
+//!   carrying its room's party and id and its connection's id ([`Server::run`]
+//!   installs it).
 //! - [`guide`]: the [tutorial](guide::tutorial) (a party from zero to tested); migrating
 //!   from PartyKit's object style; debugging `#[party]` errors; testing.
 //! - [`deprecated`]: PartyKit's old names, each pointing to its replacement.
@@ -132,6 +135,7 @@ pub mod handler;
 mod inspect;
 mod limits;
 mod lobby;
+pub mod logging;
 mod message;
 mod metrics;
 pub mod parties;

@@ -27,6 +27,15 @@ async fn the_legacy_example_greets_logs_and_answers() {
     assert_eq!(ws.recv_text().await, "Hello, world!");
     ws.send_text("hi from the client").await;
     log.wait_for("hi from the client").await;
+    // An object-style handler runs in its room's and its sender's spans too.
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|line| line.contains("hi from the client"));
+    assert!(
+        line.is_some_and(|line| line.contains(r#"room{party="main" room="lobby"}:connection{id=""#)),
+        "{line:?}"
+    );
 
     // The room keeps serving: another client (on the short `/party/` path) is greeted.
     let mut other = server.connect("/party/lobby").await;

@@ -1,10 +1,9 @@
 //! `cargo run -p partykit-examples --bin chat`: the chat example on 127.0.0.1:1999.
 
-use partykit_examples::{chat::Chat, init_tracing};
+use partykit_examples::chat::Chat;
 use partykit_runtime::{Server, ServerError};
 
 #[tokio::main]
 async fn main() -> Result<(), ServerError> {
-    init_tracing();
     Server::new().party::<Chat>().run().await
 }

@@ -2,12 +2,10 @@
 //! 127.0.0.1:1999; open <http://127.0.0.1:1999/> in two browser windows.
 
 use partykit_examples::cursors::{self, Cursors};
-use partykit_examples::init_tracing;
 use partykit_runtime::{Server, ServerError};
 
 #[tokio::main]
 async fn main() -> Result<(), ServerError> {
-    init_tracing();
     Server::new()
         .in_memory()
         .party::<Cursors>()

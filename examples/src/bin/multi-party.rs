@@ -2,13 +2,11 @@
 //! 127.0.0.1:1999: chat rooms at `/parties/chat/<room>`, their user counts at
 //! `/parties/lobby/global`.
 
-use partykit_examples::init_tracing;
 use partykit_examples::multi_party::{Chat, LobbyParty};
 use partykit_runtime::{Server, ServerError};
 
 #[tokio::main]
 async fn main() -> Result<(), ServerError> {
-    init_tracing();
     // Counts of connected users mean nothing after a restart: keep them in memory.
     Server::new()
         .in_memory()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::live::Seed;
 use super::{Admin, Event, LiveRooms, Room};
@@ -53,10 +54,17 @@ pub(crate) struct RoomActor<P> {
     /// An operator evicted the room: it takes no new sockets, and leaves once its last
     /// socket has closed and its writes are durable.
     evicting: bool,
+    /// The room's log span (`party`, `room`), which the actor runs in: the parent of its
+    /// connections' spans.
+    span: tracing::Span,
 }
 
 impl<P: Party> RoomActor<P> {
     pub(crate) fn spawn(seed: Seed) {
+        // Every line logged while the room runs, the runtime's or a handler's own, carries
+        // the party and room id. At level error, so that any filter keeping the runtime's
+        // errors keeps the room's fields on the lines it lets through.
+        let span = tracing::error_span!("room", party = seed.room.name(), room = seed.room.id());
         let actor = Self {
             room: seed.room,
             party: None,
@@ -67,10 +75,11 @@ impl<P: Party> RoomActor<P> {
             rooms: seed.rooms,
             generation: seed.generation,
             evicting: false,
+            span: span.clone(),
         };
         let tasks = actor.rooms.tasks().clone();
         // Object-style handlers get their room from the task (`__private::current_room`).
-        tasks.spawn(crate::__private::in_room(actor.room.clone(), actor.run()));
+        tasks.spawn(crate::__private::in_room(actor.room.clone(), actor.run()).instrument(span));
     }
 
     async fn run(mut self) {
@@ -136,11 +145,7 @@ impl<P: Party> RoomActor<P> {
     /// Drops the user's value (and the storage cache, once written) while the sockets
     /// stay open; the next event rebuilds it with `new` and `on_start`.
     fn hibernate(&mut self) {
-        tracing::debug!(
-            party = self.room.name(),
-            room = self.room.id(),
-            "hibernating"
-        );
+        tracing::debug!("hibernating");
         self.party = None;
         self.started = false;
         self.room.set_hibernating(true);
@@ -153,8 +158,6 @@ impl<P: Party> RoomActor<P> {
     /// way rather than run.
     fn give_up(&mut self) {
         tracing::warn!(
-            party = self.room.name(),
-            room = self.room.id(),
             sockets = self.sockets,
             "the room moved to another node: closing its sockets with 1012"
         );
@@ -191,11 +194,7 @@ impl<P: Party> RoomActor<P> {
 
     /// Leaves the directory; events that slipped in meanwhile go to the room's successor.
     fn evict(&mut self) {
-        tracing::debug!(
-            party = self.room.name(),
-            room = self.room.id(),
-            "evicting idle room"
-        );
+        tracing::debug!("evicting idle room");
         self.rooms.evict(self.room.id(), self.generation);
         self.mailbox.close();
         let mut slipped = Vec::new();
@@ -218,11 +217,7 @@ impl<P: Party> RoomActor<P> {
 
     async fn handle(&mut self, mut event: Event) {
         if self.room.storage().failed() {
-            tracing::warn!(
-                party = self.room.name(),
-                room = self.room.id(),
-                "resetting the room after a failed storage commit"
-            );
+            tracing::warn!("resetting the room after a failed storage commit");
             self.party = None;
             self.started = false;
             self.room.storage().reset();
@@ -260,7 +255,8 @@ impl<P: Party> RoomActor<P> {
                 ctx,
                 reply,
             } => {
-                let result = self.connect(&connection, &ctx).await;
+                let span = connection.span_in(&self.span);
+                let result = self.connect(&connection, &ctx).instrument(span).await;
                 if result.is_ok() {
                     self.sockets += 1;
                 } else {
@@ -272,39 +268,28 @@ impl<P: Party> RoomActor<P> {
                 connection,
                 message,
             } => {
-                if let Err(error) = self.message(message, &connection).await {
-                    tracing::warn!(
-                        party = self.room.name(),
-                        room = self.room.id(),
-                        connection = connection.id(),
-                        %error,
-                        "on_message failed"
-                    );
-                }
+                let message = async {
+                    if let Err(error) = self.message(message, &connection).await {
+                        tracing::warn!(%error, "on_message failed");
+                    }
+                };
+                message.instrument(connection.span()).await;
             }
             Event::Closed { connection, error } => {
                 self.sockets = self.sockets.saturating_sub(1);
                 self.room.registry().remove(&connection);
-                if let Err(error) = self.closed(&connection, error).await {
-                    tracing::warn!(
-                        party = self.room.name(),
-                        room = self.room.id(),
-                        connection = connection.id(),
-                        %error,
-                        "on_close failed"
-                    );
-                }
+                let closed = async {
+                    if let Err(error) = self.closed(&connection, error).await {
+                        tracing::warn!(%error, "on_close failed");
+                    }
+                };
+                closed.instrument(connection.span()).await;
             }
             Event::Request { request, reply } => {
                 let response = match self.request(request).await {
                     Ok(response) => response,
                     Err(error) => {
-                        tracing::debug!(
-                            party = self.room.name(),
-                            room = self.room.id(),
-                            %error,
-                            "request failed"
-                        );
+                        tracing::debug!(%error, "request failed");
                         error.response(&format!(
                             "a request to {}/{} failed",
                             self.room.name(),
@@ -324,8 +309,6 @@ impl<P: Party> RoomActor<P> {
         match admin {
             Admin::Evict { reply } => {
                 tracing::info!(
-                    party = self.room.name(),
-                    room = self.room.id(),
                     sockets = self.sockets,
                     "evicted by an operator: closing its sockets with 1012"
                 );
@@ -367,10 +350,7 @@ impl<P: Party> RoomActor<P> {
         // after this event, so after the new socket's `on_connect`.
         let replaced = self.room.registry().insert(connection.clone());
         if let Some(replaced) = replaced {
-            tracing::debug!(
-                connection = replaced.id(),
-                "a socket with the same id replaced an open one: closing the old one"
-            );
+            tracing::debug!("a socket with the same id replaced an open one: closing the old one");
             replaced.close_unchecked(close_code::REPLACED, close_code::REPLACED_REASON);
         }
         call!(self, Handler::OnConnect, party => party.on_connect(connection, ctx))
@@ -402,7 +382,7 @@ impl<P: Party> RoomActor<P> {
             Ok(Some(current)) if current == time => {}
             Ok(_) => return,
             Err(error) => {
-                tracing::error!(party = self.room.name(), room = self.room.id(), %error, "cannot read the alarm");
+                tracing::error!(%error, "cannot read the alarm");
                 return;
             }
         }
@@ -435,13 +415,13 @@ impl<P: Party> RoomActor<P> {
                     .clock()
                     .now_millis()
                     .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                tracing::warn!(party = self.room.name(), room = self.room.id(), %error, attempt = attempt + 1, ?delay, "on_alarm failed; retrying");
+                tracing::warn!(%error, attempt = attempt + 1, ?delay, "on_alarm failed; retrying");
                 self.alarm_retry = Some((retry_time, attempt + 1));
                 self.room.metrics().alarm_retries.inc();
                 Some(retry_time)
             }
             Err(error) => {
-                tracing::error!(party = self.room.name(), room = self.room.id(), %error, "on_alarm failed after every retry; dropping the alarm");
+                tracing::error!(%error, "on_alarm failed after every retry; dropping the alarm");
                 self.alarm_retry = None;
                 None
             }
@@ -450,7 +430,7 @@ impl<P: Party> RoomActor<P> {
             return;
         }
         if let Err(error) = storage.write_alarm(next).await {
-            tracing::error!(party = self.room.name(), room = self.room.id(), %error, "cannot write the alarm");
+            tracing::error!(%error, "cannot write the alarm");
         }
     }
 
@@ -504,7 +484,7 @@ impl<P: Party> RoomActor<P> {
                 Err(panicked(error))
             }
             Err(error) => {
-                tracing::warn!(party = self.room.name(), room = self.room.id(), %error, "on_start failed; the next event retries it");
+                tracing::warn!(%error, "on_start failed; the next event retries it");
                 self.party = None;
                 Err(error)
             }

@@ -433,7 +433,12 @@ impl Server {
     /// [`cluster`](Self::cluster) given in code), the server runs as a cluster node
     /// configured by [`ClusterConfig::from_env`]; a missing or invalid cluster variable
     /// refuses to start with [`ServerError::Cluster`] naming it.
+    ///
+    /// Unless the program has set a global `tracing` subscriber, `run` first installs
+    /// [`logging`](crate::logging) (`PARTYKIT_LOG`, `PARTYKIT_LOG_FORMAT`); an invalid
+    /// value refuses to start with [`ServerError::Logging`] naming the variable.
     pub async fn run(mut self) -> Result<(), ServerError> {
+        crate::logging::init_unless_set().map_err(ServerError::Logging)?;
         let addr = addr_from_env()?;
         if self.cluster.is_none() {
             self.cluster = ClusterConfig::from_env().map_err(ServerError::Cluster)?;
@@ -864,6 +869,9 @@ pub enum ServerError {
     Storage(BackendError),
     /// The server was built outside a Tokio runtime.
     NoRuntime,
+    /// [`Server::run`] could not set up logging: `PARTYKIT_LOG_FORMAT` or the filter in
+    /// `PARTYKIT_LOG` (or `RUST_LOG`) is invalid; the error names the variable.
+    Logging(crate::logging::LoggingError),
     /// A cluster setting ([`Server::cluster`], or the `PARTYKIT_CLUSTER_*` environment
     /// variables) is missing or invalid; the error names the variable.
     Cluster(ClusterConfigError),
@@ -941,6 +949,7 @@ impl fmt::Display for ServerError {
             Self::Serve(error) => write!(f, "the server failed: {error}"),
             Self::Storage(error) => write!(f, "cannot open storage: {error}"),
             Self::Cluster(error) => write!(f, "cannot join the cluster: {error}"),
+            Self::Logging(error) => write!(f, "cannot set up logging: {error}"),
             Self::ClusterStorage => f.write_str(
                 "cluster mode keeps room storage in the cluster's PostgreSQL database: remove the .persist(..), .storage(..) or .in_memory() call",
             ),
@@ -982,6 +991,7 @@ impl std::error::Error for ServerError {
             Self::Bind { error, .. } | Self::Serve(error) => Some(error),
             Self::Storage(error) => Some(error),
             Self::Cluster(error) => Some(error),
+            Self::Logging(error) => Some(error),
             Self::ReadEnvFile { error, .. } | Self::Assets { error, .. } => Some(error),
             _ => None,
         }

@@ -460,7 +460,7 @@ impl YDoc {
             })
             .map_err(Error::new)?;
         self.loaded = true;
-        tracing::debug!(room = self.room.id(), gc = self.gc, "yjs document loaded");
+        tracing::debug!(gc = self.gc, "yjs document loaded");
         Ok(())
     }
 
