@@ -29,6 +29,7 @@ pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub mod cluster;
 pub mod node;
+pub mod openapi;
 pub mod postgres;
 mod process;
 pub use postgres::{DATABASE_URL_VAR, TestDatabase, TestPostgres};

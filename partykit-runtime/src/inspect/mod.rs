@@ -75,7 +75,7 @@ pub(crate) async fn handle(app: &Arc<App>, request: axum::extract::Request) -> R
     let Some(token) = &app.admin_token else {
         return error(
             StatusCode::NOT_FOUND,
-            "the inspection API is off: set PARTYKIT_ADMIN_TOKEN (or Server::admin_token) to turn it on",
+            "the inspection API is off: set PARTYKIT_ADMIN_TOKEN",
         );
     };
     let rest = path.strip_prefix(PREFIX).unwrap_or_default();

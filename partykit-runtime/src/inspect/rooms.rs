@@ -483,7 +483,12 @@ async fn close(entry: &PartyEntry, room_id: &str, id: &str, request: &Request) -
             reason: String::new(),
         }
     } else {
-        match serde_json::from_slice(body) {
+        // An object only: serde would read the struct from a JSON array (`[]`) too.
+        let parsed = match body.trim_ascii_start().first() {
+            Some(b'{') => serde_json::from_slice(body).map_err(|failure| failure.to_string()),
+            _ => Err("it is not a JSON object".to_owned()),
+        };
+        match parsed {
             Ok(body) => body,
             Err(failure) => {
                 return error(
