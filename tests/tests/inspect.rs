@@ -35,7 +35,7 @@ const DOCUMENT: &str = include_str!("../../partykit-runtime/src/inspect/openapi.
 const OFF: &str = "the inspection API is off: set PARTYKIT_ADMIN_TOKEN";
 
 /// The close reason of an evicted room's sockets.
-const EVICTED: &str = "the room was evicted by an operator";
+const EVICTED: &str = "The room was evicted by an operator; reconnect";
 
 // ---------------------------------------------------------------------------------------
 // The test parties

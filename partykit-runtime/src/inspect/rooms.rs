@@ -554,9 +554,25 @@ async fn evict(entry: &PartyEntry, room_id: &str) -> Response {
     }
 }
 
-/// `DELETE …/alarm`: deletes the room's alarm, durably (starting the room's actor, not
-/// its value, if it is not live).
+/// `DELETE …/alarm`: deletes the room's alarm, durably. A room that is not live and
+/// has an alarm stored gets its actor started (not its value) to delete it: its writes
+/// are its own. One with none is answered without starting anything.
 async fn delete_alarm(entry: &PartyEntry, room_id: &str) -> Response {
+    if entry.rooms.room(room_id).is_none() {
+        let key = RoomKey::new(entry.rooms.name(), room_id);
+        let stored =
+            crate::storage::inspect_stored(&**entry.rooms.backend(), &key, |_, alarm| alarm);
+        match stored.await {
+            Ok(None) => return json(StatusCode::OK, &serde_json::json!({ "deleted": false })),
+            Ok(Some(_)) => {}
+            Err(failure) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot read the room's alarm: {failure}"),
+                );
+            }
+        }
+    }
     let (reply, deleted) = oneshot::channel();
     let event = Event::Admin(Admin::DeleteAlarm { reply });
     if let Err(refused) = entry.rooms.send(room_id, event).await {
