@@ -20,7 +20,7 @@
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     // Refuses a PARTYKIT_LOG_FORMAT other than `text` or `json`, and a filter that
 //!     // does not parse, naming the variable.
-//!     partykit_runtime::logging::try_init()?;
+//!     let _logs = partykit_runtime::logging::try_init()?;
 //!     Server::new().party::<Main>().listen("0.0.0.0:8080").await?;
 //!     Ok(())
 //! }
@@ -79,25 +79,34 @@ const DEFAULT_FILTER: &str = "info";
 /// `NO_COLOR`). Records of the `log` crate (some dependencies log through it) are
 /// logged too.
 ///
+/// Lines are written by a thread of their own, not by the task that logs: a stdout
+/// that blocks (a full pipe to a slow log shipper) must not stall rooms. Up to 128,000
+/// lines wait for it; beyond that, lines are dropped rather than waited for. Keep the
+/// returned [`LogGuard`] until the program ends: dropping it writes what is still
+/// waiting and stops the thread.
+///
 /// Fails, naming the variable, on a format other than `text` or `json` or a filter
 /// that does not parse; and when a global subscriber (or `log` logger) is already set.
 ///
 /// ```no_run
-/// match partykit_runtime::logging::try_init() {
-///     Ok(()) => tracing::info!("logging is set up"),
+/// let _logs = match partykit_runtime::logging::try_init() {
+///     Ok(guard) => guard,
 ///     Err(error) => {
 ///         eprintln!("{error}");
 ///         std::process::exit(2);
 ///     }
-/// }
+/// };
+/// tracing::info!("logging is set up");
 /// ```
-pub fn try_init() -> Result<(), LoggingError> {
+pub fn try_init() -> Result<LogGuard, LoggingError> {
     let config = Config::from_vars(|name| std::env::var(name))?;
     let ansi = std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(config.filter)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let installed = match config.format {
         Format::Text => builder.try_init(),
         Format::Json => builder
@@ -107,31 +116,48 @@ pub fn try_init() -> Result<(), LoggingError> {
             .with_span_list(true)
             .try_init(),
     };
-    installed.map_err(|error| LoggingError::Install(error.to_string()))
+    installed.map_err(|error| LoggingError::Install(error.to_string()))?;
+    Ok(LogGuard { _writer: guard })
 }
 
 /// [`try_init`], panicking with its error's message if it fails.
 ///
 /// ```no_run
-/// partykit_runtime::logging::init();
+/// let _logs = partykit_runtime::logging::init();
 /// ```
-pub fn init() {
-    if let Err(error) = try_init() {
-        panic!("{error}");
+pub fn init() -> LogGuard {
+    match try_init() {
+        Ok(guard) => guard,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// Keeps the log's writer thread: dropping it writes the lines still waiting and stops
+/// the thread. Hold it in `main` (`let _logs = …`, not `let _ = …`, which drops it at
+/// once).
+#[must_use = "dropping the guard stops the log's writer thread: hold it until the program ends"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogGuard").finish_non_exhaustive()
     }
 }
 
 /// What [`Server::run`](crate::Server::run) does: installs the logging unless a global
 /// subscriber is already set, so a program that set its own keeps it.
-pub(crate) fn init_unless_set() -> Result<(), LoggingError> {
+pub(crate) fn init_unless_set() -> Result<Option<LogGuard>, LoggingError> {
     if tracing::dispatcher::has_been_set() {
-        return Ok(());
+        return Ok(None);
     }
     match try_init() {
+        Ok(guard) => Ok(Some(guard)),
         // Another thread set one meanwhile (or a `log` logger was set: the subscriber
         // is installed all the same, only `log` records are not bridged).
-        Err(LoggingError::Install(_)) if tracing::dispatcher::has_been_set() => Ok(()),
-        result => result,
+        Err(LoggingError::Install(_)) if tracing::dispatcher::has_been_set() => Ok(None),
+        Err(error) => Err(error),
     }
 }
 

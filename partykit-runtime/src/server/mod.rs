@@ -438,7 +438,9 @@ impl Server {
     /// [`logging`](crate::logging) (`PARTYKIT_LOG`, `PARTYKIT_LOG_FORMAT`); an invalid
     /// value refuses to start with [`ServerError::Logging`] naming the variable.
     pub async fn run(mut self) -> Result<(), ServerError> {
-        crate::logging::init_unless_set().map_err(ServerError::Logging)?;
+        // Held until the server has stopped: its last lines are written before `run`
+        // returns.
+        let _logs = crate::logging::init_unless_set().map_err(ServerError::Logging)?;
         let addr = addr_from_env()?;
         if self.cluster.is_none() {
             self.cluster = ClusterConfig::from_env().map_err(ServerError::Cluster)?;
