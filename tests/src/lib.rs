@@ -963,3 +963,23 @@ impl Logs {
             .collect()
     }
 }
+
+/// An external program a test runs: `$<variable>` if set (and a file), else `name` on
+/// `PATH`. Without it, `None` and a line saying the test is skipped, except on CI (`CI`
+/// set), where the test fails with `install` (how `.ci/run` installs it).
+pub fn external_tool(variable: &str, name: &str, install: &str) -> Option<std::path::PathBuf> {
+    let found = match std::env::var_os(variable) {
+        Some(path) => Some(std::path::PathBuf::from(path)).filter(|path| path.is_file()),
+        None => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        }),
+    };
+    if found.is_none() {
+        let why = format!("{name} not found at ${variable} or on PATH ({install})");
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED: {why}");
+    }
+    found
+}

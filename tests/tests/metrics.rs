@@ -206,28 +206,13 @@ async fn scrape(metrics: SocketAddr) -> Scrape {
 // ---------------------------------------------------------------------------------------
 // promtool
 
-/// `$PROMTOOL`, else `promtool` on `PATH`; `None` (with a message) outside CI if there
-/// is neither.
+/// `$PROMTOOL`, else `promtool` on `PATH`.
 fn promtool() -> Option<PathBuf> {
-    let found = match std::env::var_os("PROMTOOL") {
-        Some(path) => Some(PathBuf::from(path)).filter(|path| path.is_file()),
-        None => std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("promtool"))
-                .find(|path| path.is_file())
-        }),
-    };
-    if found.is_some() {
-        return found;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "promtool not found (set PROMTOOL, or apt-get install prometheus as .ci/run does)"
-    );
-    eprintln!(
-        "SKIPPED the promtool check: promtool not found (set PROMTOOL, or apt-get install prometheus)"
-    );
-    None
+    partykit_tests::external_tool(
+        "PROMTOOL",
+        "promtool",
+        "apt-get install prometheus, as .ci/run does",
+    )
 }
 
 /// Runs `promtool check metrics` on `text` (its standard input); fails the test unless
